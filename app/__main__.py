@@ -1,0 +1,65 @@
+"""Run the SweetieChat server.
+
+    python -m app                                  # embedded default: sweetiechat on CPU, 127.0.0.1:8000
+    python -m app --model my-finetune --host 0.0.0.0 --port 8080
+    SWEETIE_MODEL_REPO=/models python -m app --model sweetiechat-8b --device cuda
+
+Every flag has a ``SWEETIE_*`` environment variable (see app/config.py); flags win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m app", description="SweetieChat OpenAI-compatible server")
+    parser.add_argument("--model", help="manifest name under the model repo, or a folder with model.yaml")
+    parser.add_argument("--model-repo", help="folder of model manifests (default: ./model_repo)")
+    parser.add_argument("--cache-dir", help="cache for materialised models (default: ~/.cache/sweetiechat)")
+    parser.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8000)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="engine device (default auto)")
+    parser.add_argument("--max-model-len", type=int, help="override the manifest's context length")
+    parser.add_argument("--kv-cache-gb", type=float, help="CPU KV cache size in GiB (default 2)")
+    parser.add_argument("--seed", type=int, help="engine seed (default 0)")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], help="log format (default auto)")
+    parser.add_argument("--log-level", help="log level (default info)")
+    args = parser.parse_args(argv)
+    return {key: value for key, value in vars(args).items() if value is not None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    overrides = parse_args(argv)
+    import uvicorn
+    from pydantic import ValidationError
+
+    from app.config import Settings
+    from app.manifest import ManifestError
+    from app.materialize import ModelSourceError
+    from app.observability import configure_logging
+    from app.server import build_app, load_components
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "SWEETIE_" + "_".join(str(p) for p in error["loc"]).upper()
+            print(f"error: {name}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        components = load_components(settings)
+    except (ManifestError, ModelSourceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    app = build_app(settings, components)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=30
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""``POST /v1/chat/completions``: thin router over :class:`app.chat.service.ChatService`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sse_starlette import EventSourceResponse
+
+from app.api.deps import ChatServiceDep, RequestIdDep
+from app.api.protocol import ChatCompletionRequest, ChatCompletionResponse, ErrorResponse
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 429, 500, 503)
+}
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}}},
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, service: ChatServiceDep, request_id: RequestIdDep
+) -> ChatCompletionResponse | EventSourceResponse:
+    chat = service.prepare(body, request_id)
+    if body.stream:
+        return EventSourceResponse(service.stream(chat), ping=15, sep="\n")
+    return await service.complete(chat)

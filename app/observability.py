@@ -1,0 +1,75 @@
+"""Logs and metrics.
+
+Logs: structlog, JSON lines (console renderer on a TTY), request id bound through contextvars, one canonical line per
+request. Conversation text never goes to the logs unless ``SWEETIE_LOG_CONTENT=true``.
+
+Metrics: Prometheus text at ``/metrics`` from the default registry, so vLLM's own ``vllm:*`` metrics (registered by
+the in-process engine) are exported next to ours. Names are documented in README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+REQUESTS = Counter("sweetie_requests", "HTTP requests finished, by route and status.", ["route", "status"])
+REQUEST_LATENCY = Histogram(
+    "sweetie_request_duration_seconds", "End-to-end request latency.", ["route"], buckets=_LATENCY_BUCKETS
+)
+TTFT = Histogram("sweetie_time_to_first_token_seconds", "Time to first generated token.", buckets=_LATENCY_BUCKETS)
+ITL = Histogram("sweetie_inter_token_latency_seconds", "Time between streamed deltas.", buckets=_ITL_BUCKETS)
+PROMPT_TOKENS = Histogram("sweetie_prompt_tokens", "Prompt tokens per request.", buckets=_TOKEN_BUCKETS)
+COMPLETION_TOKENS = Histogram("sweetie_completion_tokens", "Completion tokens per request.", buckets=_TOKEN_BUCKETS)
+INFLIGHT = Gauge("sweetie_inflight_requests", "Generations in progress in this replica.")
+ABORTED = Counter("sweetie_aborted_requests", "Generations aborted because the client went away.")
+ENGINE_ERRORS = Counter("sweetie_engine_errors", "Generations that failed inside the engine.")
+ENGINE_UNFINISHED = Gauge(
+    "sweetie_engine_unfinished_requests", "Requests the engine is working on (read from vLLM at scrape time)."
+)
+
+# One mutable dict per request; the middleware creates it, handlers add fields, the middleware logs it at the end.
+# A dict (not contextvars bindings) so fields set inside a streaming task reach the canonical line.
+REQUEST_LOG: ContextVar[dict[str, Any] | None] = ContextVar("sweetie_request_log", default=None)
+
+
+def annotate(**fields: Any) -> None:
+    """Add fields to the current request's canonical log line (never put message text here)."""
+    record = REQUEST_LOG.get()
+    if record is not None:
+        record.update(fields)
+
+
+def configure_logging(log_format: str = "auto", level: str = "info") -> None:
+    """Set up structlog (and route stdlib logging through the same renderer)."""
+    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.getLevelName(level.upper()))
