@@ -1,0 +1,57 @@
+"""Small real classes standing in for the engine and tokenizer in API-layer unit tests (never for "works" claims)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from app.engine.base import ChoiceDelta, EngineError, GenerationParams
+
+
+class FakeTokenizer:
+    """One token per whitespace-separated word of every message, plus two per message for the template."""
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> dict[str, list[int]]:
+        ids: list[int] = []
+        for message in conversation:
+            ids += [1, 2] + [3] * len(message["content"].split())
+        return {"input_ids": ids}
+
+
+class FakeEngine:
+    """Streams the given pieces for each choice; optionally fails after ``fail_after`` steps."""
+
+    def __init__(self, pieces: list[str], *, max_model_len: int = 256, fail_after: int | None = None) -> None:
+        self.pieces = pieces
+        self._max_model_len = max_model_len
+        self.fail_after = fail_after
+        self.ready = True
+        self.calls: list[GenerationParams] = []
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_model_len
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready
+
+    @property
+    def is_alive(self) -> bool:
+        return True
+
+    def num_unfinished_requests(self) -> int:
+        return 0
+
+    async def generate(
+        self, prompt_token_ids: list[int], params: GenerationParams, request_id: str
+    ) -> AsyncIterator[list[ChoiceDelta]]:
+        self.calls.append(params)
+        for step, piece in enumerate(self.pieces):
+            if self.fail_after is not None and step >= self.fail_after:
+                raise EngineError("boom")
+            last = step == len(self.pieces) - 1
+            yield [ChoiceDelta(i, piece, 1, "stop" if last else None) for i in range(params.n)]
+
+    async def close(self) -> None:
+        return None
