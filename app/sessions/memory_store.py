@@ -1,0 +1,223 @@
+"""In-process session store: the embedded default when no Redis URL is configured.
+
+Same semantics as ``RedisSessionStore`` (per-session lock with a TTL and owner token, version-checked atomic commit,
+``max_turns`` trimming by whole turns, sliding TTL, tenant isolation), but the data lives in this process: it is lost
+on restart and not shared between replicas or workers. Use it for one process only.
+
+Atomicity comes from the event loop: ``commit_turn`` runs without awaiting, so no other coroutine sees a half-applied
+turn. TTLs follow an injectable monotonic clock. Expired sessions are dropped lazily on access and swept in O(1)
+amortised time on every commit: all sessions share one TTL, so an insertion-ordered dict moved-to-end on each commit
+is also ordered by expiry.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import structlog
+
+from app.sessions.base import (
+    OpObserver,
+    SessionConflict,
+    SessionRecord,
+    StoredMessage,
+    TurnCommit,
+    acquire_with_backoff,
+    validate_lock_args,
+    validate_session_id,
+    validate_store_limits,
+    validate_tenant,
+)
+
+log = structlog.get_logger(__name__)
+
+_Key = tuple[str, str]
+
+
+@dataclass(slots=True)
+class _Session:
+    created: float
+    updated: float = 0.0
+    version: int = 0
+    turns: int = 0
+    persona: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    expires_at: float = 0.0
+    history: deque[list[StoredMessage]] = field(default_factory=deque)
+
+
+@dataclass(slots=True)
+class _Lock:
+    token: str
+    expires_at: float
+
+
+class MemorySessionStore:
+    """``SessionStore`` kept in a dict of this process.
+
+    Args:
+        ttl_s: sliding session TTL; each commit restarts it.
+        max_turns: turns kept per session; older whole turns are dropped.
+        on_op: optional ``(op, seconds, ok)`` observer for latency/error metrics.
+        clock: monotonic clock used for session and lock TTLs (tests inject a fake one).
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float = 86_400.0,
+        max_turns: int = 200,
+        on_op: OpObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        validate_store_limits(ttl_s=ttl_s, max_turns=max_turns)
+        self._ttl_s = ttl_s
+        self._max_turns = max_turns
+        self._on_op = on_op
+        self._clock = clock
+        self._sessions: OrderedDict[_Key, _Session] = OrderedDict()
+        self._locks: dict[_Key, _Lock] = {}
+
+    async def get(self, tenant: str, session_id: str) -> SessionRecord | None:
+        """See ``SessionStore.get``. Returns a copy: mutating it does not touch the store."""
+        start = time.perf_counter()
+        key = _key(tenant, session_id)
+        session = self._live(key)
+        record = None if session is None else _record(key, session)
+        self._observe("get", start)
+        return record
+
+    @asynccontextmanager
+    async def lock(self, tenant: str, session_id: str, *, wait_s: float, ttl_s: float) -> AsyncIterator[None]:
+        """See ``SessionStore.lock``."""
+        validate_lock_args(wait_s=wait_s, ttl_s=ttl_s)
+        key = _key(tenant, session_id)
+        token = secrets.token_hex(16)
+
+        async def try_acquire() -> bool:
+            now = self._clock()
+            held = self._locks.get(key)
+            if held is not None and held.expires_at > now:
+                return False
+            self._locks[key] = _Lock(token=token, expires_at=now + ttl_s)
+            return True
+
+        start = time.perf_counter()
+        try:
+            await acquire_with_backoff(try_acquire, wait_s=wait_s)
+        finally:
+            self._observe("lock", start)
+        try:
+            yield
+        finally:
+            start = time.perf_counter()
+            held = self._locks.get(key)
+            if held is not None and held.token == token:
+                del self._locks[key]
+            self._observe("unlock", start)
+
+    async def commit_turn(self, tenant: str, session_id: str, commit: TurnCommit) -> SessionRecord:
+        """See ``SessionStore.commit_turn``."""
+        start = time.perf_counter()
+        key = _key(tenant, session_id)
+        session = self._live(key)
+        version = 0 if session is None else session.version
+        if version != commit.expected_version:
+            self._observe("commit", start)
+            raise SessionConflict(
+                f"session changed since it was read: expected version {commit.expected_version}, "
+                f"found {version}; reload the session and retry",
+                expected_version=commit.expected_version,
+                actual_version=version,
+            )
+        now = time.time()
+        if session is None:
+            session = _Session(created=now)
+            self._sessions[key] = session
+        new_turns = commit.to_turns(now)
+        session.history.extend(new_turns)
+        while len(session.history) > self._max_turns:
+            session.history.popleft()
+        session.version += 1
+        session.turns += len(new_turns)
+        session.updated = now
+        session.prompt_tokens += commit.prompt_tokens
+        session.completion_tokens += commit.completion_tokens
+        if commit.persona is not None:
+            session.persona = commit.persona
+        session.expires_at = self._clock() + self._ttl_s
+        self._sessions.move_to_end(key)
+        self._sweep()
+        record = _record(key, session)
+        self._observe("commit", start)
+        return record
+
+    async def delete(self, tenant: str, session_id: str) -> bool:
+        """See ``SessionStore.delete``."""
+        start = time.perf_counter()
+        key = _key(tenant, session_id)
+        existed = self._live(key) is not None
+        self._sessions.pop(key, None)
+        self._observe("delete", start)
+        return existed
+
+    async def ping(self) -> None:
+        """Always answers: the store is this process."""
+        self._observe("ping", time.perf_counter())
+
+    async def close(self) -> None:
+        """Drop all sessions and locks (they live only in this process)."""
+        self._sessions.clear()
+        self._locks.clear()
+
+    def _live(self, key: _Key) -> _Session | None:
+        session = self._sessions.get(key)
+        if session is not None and session.expires_at <= self._clock():
+            del self._sessions[key]
+            return None
+        return session
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        while self._sessions:
+            key, session = next(iter(self._sessions.items()))
+            if session.expires_at > now:
+                break
+            del self._sessions[key]
+        # Locks are few (one per in-flight turn); drop expired ones so abandoned keys do not accumulate.
+        if len(self._locks) > 1024:
+            for key in [k for k, held in self._locks.items() if held.expires_at <= now]:
+                del self._locks[key]
+
+    def _observe(self, op: str, start: float) -> None:
+        if self._on_op is None:
+            return
+        try:
+            self._on_op(op, time.perf_counter() - start, True)
+        except Exception:
+            log.warning("session_store_observer_failed", op=op, exc_info=True)
+
+
+def _key(tenant: str, session_id: str) -> _Key:
+    return validate_tenant(tenant), validate_session_id(session_id)
+
+
+def _record(key: _Key, session: _Session) -> SessionRecord:
+    return SessionRecord(
+        session_id=key[1],
+        tenant=key[0],
+        persona=session.persona or None,
+        messages=[message for turn in session.history for message in turn],
+        turns=session.turns,
+        created=session.created,
+        updated=session.updated,
+        version=session.version,
+        prompt_tokens=session.prompt_tokens,
+        completion_tokens=session.completion_tokens,
+    )

@@ -1,0 +1,551 @@
+"""Session stores: one behaviour suite run against both the Redis and the in-process store, plus Redis failures.
+
+The ``redis`` cases use SWEETIE_TEST_REDIS_URL (default redis://127.0.0.1:6379/15) and skip when it does not answer,
+except under CI=true, where they fail. Outage tests start private redis-server processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from app.sessions.base import (
+    InvalidSessionId,
+    SessionBusy,
+    SessionConflict,
+    SessionRecord,
+    SessionStore,
+    SessionStoreUnavailable,
+    TurnCommit,
+)
+from app.sessions.memory_store import MemorySessionStore
+from app.sessions.redis_store import RedisSessionStore
+
+if TYPE_CHECKING:
+    from tests.integration.redis_fixtures import RedisServer
+
+# Fixtures redis_url, redis_key_prefix, redis_server_factory (a conftest may import them as well).
+pytest_plugins = ["tests.integration.redis_fixtures"]
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+TENANT = "tenant-a"
+OTHER_TENANT = "tenant-b"
+SID = "sess-1"
+
+StoreFactory = Callable[..., SessionStore]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """``make_store(**options) -> SessionStore`` for the parametrized backend; stores are closed afterwards."""
+    stores: list[SessionStore] = []
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_key_prefix")
+
+        def make(**options: Any) -> SessionStore:
+            # Generous timeouts: this suite tests semantics, not fail-fast (a loaded CI box must not flake it).
+            store = RedisSessionStore.from_url(url, key_prefix=prefix, op_timeout_s=2.0, **options)
+            stores.append(store)
+            return store
+    else:
+
+        def make(**options: Any) -> SessionStore:
+            store = MemorySessionStore(**options)
+            stores.append(store)
+            return store
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+def turn(text: str, version: int, **extra: Any) -> TurnCommit:
+    """A one-question turn: user ``q:text``, assistant ``a:text``."""
+    return TurnCommit(messages=[("user", f"q:{text}")], reply=f"a:{text}", expected_version=version, **extra)
+
+
+def contents(record: SessionRecord | None) -> list[str]:
+    assert record is not None
+    return [message.content for message in record.messages]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Behaviour suite: both stores
+# ---------------------------------------------------------------------------------------------------------------
+
+
+async def test_commits_append_turns_and_bump_metadata(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert await store.get(TENANT, SID) is None
+
+    first = await store.commit_turn(
+        TENANT,
+        SID,
+        TurnCommit(
+            messages=[("user", "I lost my job today.")],
+            reply="That sounds really hard.",
+            strategy="Reflection of feelings",
+            prompt_tokens=40,
+            completion_tokens=7,
+            expected_version=0,
+            persona="You are a kind supporter.",
+        ),
+    )
+    assert (first.version, first.turns) == (1, 1)
+    assert first.created > 0 and first.updated == first.created
+    assert first.persona == "You are a kind supporter."
+
+    second = await store.commit_turn(TENANT, SID, turn("2", version=1, prompt_tokens=60, completion_tokens=5))
+    assert (second.version, second.turns) == (2, 2)
+    assert second.created == first.created and second.updated >= first.updated
+    assert second.persona == "You are a kind supporter."  # None keeps the persona
+
+    record = await store.get(TENANT, SID)
+    assert record == second
+    assert contents(record) == ["I lost my job today.", "That sounds really hard.", "q:2", "a:2"]
+    assert [m.role for m in record.messages] == ["user", "assistant", "user", "assistant"]
+    assert record.messages[1].strategy == "Reflection of feelings"
+    assert record.messages[1].tokens == 7 and record.messages[0].tokens is None
+    assert (record.prompt_tokens, record.completion_tokens) == (100, 12)
+    assert not record.trimmed
+
+
+async def test_persona_can_be_replaced_and_cleared(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.commit_turn(TENANT, SID, turn("1", version=0, persona="old"))
+    replaced = await store.commit_turn(TENANT, SID, turn("2", version=1, persona="new"))
+    assert replaced.persona == "new"
+    cleared = await store.commit_turn(TENANT, SID, turn("3", version=2, persona=""))
+    assert cleared.persona is None
+
+
+async def test_stale_version_is_a_conflict_and_changes_nothing(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.commit_turn(TENANT, SID, turn("1", version=0))
+    with pytest.raises(SessionConflict) as caught:
+        await store.commit_turn(TENANT, SID, turn("stale", version=0))
+    assert (caught.value.expected_version, caught.value.actual_version) == (0, 1)
+    with pytest.raises(SessionConflict):
+        await store.commit_turn(TENANT, "never-created", turn("x", version=3))
+    assert contents(await store.get(TENANT, SID)) == ["q:1", "a:1"]
+    assert await store.get(TENANT, "never-created") is None
+
+
+async def test_lock_contention_raises_busy_after_the_wait(make_store: StoreFactory) -> None:
+    store = make_store()
+    async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
+        start = time.monotonic()
+        with pytest.raises(SessionBusy):
+            async with store.lock(TENANT, SID, wait_s=0.3, ttl_s=10):
+                pytest.fail("second holder entered a held lock")
+        elapsed = time.monotonic() - start
+        assert 0.3 <= elapsed < 1.5
+        # Another session, or the same id of another tenant, is not blocked.
+        async with store.lock(TENANT, "sess-2", wait_s=0, ttl_s=10):
+            pass
+        async with store.lock(OTHER_TENANT, SID, wait_s=0, ttl_s=10):
+            pass
+    async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):  # released on exit
+        pass
+
+
+async def test_lock_expires_and_a_stale_holder_cannot_release_the_new_one(make_store: StoreFactory) -> None:
+    store = make_store()
+    stale = store.lock(TENANT, SID, wait_s=0, ttl_s=0.3)
+    await stale.__aenter__()  # a holder that "crashed": it never releases in time
+
+    start = time.monotonic()
+    fresh = store.lock(TENANT, SID, wait_s=2.0, ttl_s=10)
+    await fresh.__aenter__()
+    assert 0.25 <= time.monotonic() - start < 1.5
+
+    await stale.__aexit__(None, None, None)  # late release of an expired lock: must not free the fresh one
+    with pytest.raises(SessionBusy):
+        async with store.lock(TENANT, SID, wait_s=0.05, ttl_s=10):
+            pass
+    await fresh.__aexit__(None, None, None)
+    async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
+        pass
+
+
+async def test_body_error_releases_the_lock(make_store: StoreFactory) -> None:
+    store = make_store()
+    with pytest.raises(RuntimeError):
+        async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
+            raise RuntimeError("engine failed")
+    async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
+        pass
+
+
+async def test_cancelled_turn_releases_the_lock(make_store: StoreFactory) -> None:
+    store = make_store()
+    entered = asyncio.Event()
+
+    async def generation() -> None:
+        async with store.lock(TENANT, SID, wait_s=0, ttl_s=30):
+            entered.set()
+            await asyncio.sleep(60)  # the client goes away mid-stream
+
+    task = asyncio.create_task(generation())
+    await entered.wait()
+    waiter = asyncio.create_task(_hold_briefly(store, wait_s=30))  # a turn queued behind it, then cancelled too
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    task.cancel()
+    for cancelled in (task, waiter):
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    async with store.lock(TENANT, SID, wait_s=0, ttl_s=30):  # free at once, not after the 30 s TTL
+        pass
+
+
+async def _hold_briefly(store: SessionStore, *, wait_s: float) -> None:
+    async with store.lock(TENANT, SID, wait_s=wait_s, ttl_s=30):
+        await asyncio.sleep(0.01)
+
+
+async def test_lock_arguments_are_checked(make_store: StoreFactory) -> None:
+    store = make_store()
+    with pytest.raises(ValueError, match="ttl_s"):
+        async with store.lock(TENANT, SID, wait_s=0, ttl_s=0):
+            pass
+    with pytest.raises(ValueError, match="wait_s"):
+        async with store.lock(TENANT, SID, wait_s=-1, ttl_s=1):
+            pass
+
+
+async def test_session_expires_after_sliding_ttl(make_store: StoreFactory) -> None:
+    store = make_store(ttl_s=1.5)
+    await store.commit_turn(TENANT, SID, turn("1", version=0))
+    await asyncio.sleep(0.9)
+    await store.commit_turn(TENANT, SID, turn("2", version=1))  # restarts the TTL
+    await asyncio.sleep(0.9)  # 1.8 s after the first commit, 0.9 s after the last
+    assert contents(await store.get(TENANT, SID)) == ["q:1", "a:1", "q:2", "a:2"]
+    await asyncio.sleep(1.7)
+    assert await store.get(TENANT, SID) is None
+    restarted = await store.commit_turn(TENANT, SID, turn("3", version=0))
+    assert (restarted.version, restarted.turns, contents(restarted)) == (1, 1, ["q:3", "a:3"])
+
+
+async def test_max_turns_drops_oldest_whole_turns(make_store: StoreFactory) -> None:
+    store = make_store(max_turns=3)
+    for i in range(5):
+        record = await store.commit_turn(TENANT, SID, turn(str(i), version=i))
+    assert contents(record) == ["q:2", "a:2", "q:3", "a:3", "q:4", "a:4"]
+    assert (record.turns, record.stored_turns, record.version, record.trimmed) == (5, 3, 5, True)
+    assert await store.get(TENANT, SID) == record
+
+    # A new session seeded with earlier turns: every turn counts, only the last 3 are kept, whole.
+    seeded = await store.commit_turn(
+        TENANT,
+        "seeded",
+        TurnCommit(
+            messages=[
+                *[("user", "u1"), ("assistant", "b1")],
+                *[("user", "u2"), ("user", "u2b"), ("assistant", "b2")],
+                *[("user", "u3"), ("assistant", "b3")],
+                ("user", "u4"),
+            ],
+            reply="b4",
+            expected_version=0,
+        ),
+    )
+    assert (seeded.turns, seeded.stored_turns, seeded.version) == (4, 3, 1)
+    assert contents(seeded) == ["u2", "u2b", "b2", "u3", "b3", "u4", "b4"]
+
+
+async def test_tenants_are_isolated(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.commit_turn(TENANT, SID, turn("private", version=0))
+
+    assert await store.get(OTHER_TENANT, SID) is None
+    assert await store.delete(OTHER_TENANT, SID) is False
+    with pytest.raises(SessionConflict):  # cannot continue A's session: B's view of the id is empty
+        await store.commit_turn(OTHER_TENANT, SID, turn("intrude", version=1))
+    own = await store.commit_turn(OTHER_TENANT, SID, turn("own", version=0))
+    assert contents(own) == ["q:own", "a:own"]
+
+    assert contents(await store.get(TENANT, SID)) == ["q:private", "a:private"]
+    assert contents(await store.get(OTHER_TENANT, SID)) == ["q:own", "a:own"]
+
+
+async def test_delete_then_get_returns_none(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.commit_turn(TENANT, SID, turn("1", version=0))
+    assert await store.delete(TENANT, SID) is True
+    assert await store.get(TENANT, SID) is None
+    assert await store.delete(TENANT, SID) is False
+    again = await store.commit_turn(TENANT, SID, turn("after", version=0))
+    assert (again.version, contents(again)) == (1, ["q:after", "a:after"])
+
+
+async def test_concurrent_locked_turns_never_interleave(make_store: StoreFactory) -> None:
+    store = make_store()
+
+    async def one_turn(i: int) -> None:
+        async with store.lock(TENANT, SID, wait_s=20, ttl_s=10):
+            record = await store.get(TENANT, SID)
+            await asyncio.sleep(0.001 * (i % 3))  # "generation": give others a chance to interleave
+            await store.commit_turn(TENANT, SID, turn(str(i), version=record.version if record else 0))
+
+    await asyncio.gather(*(one_turn(i) for i in range(20)))
+
+    record = await store.get(TENANT, SID)
+    assert record is not None
+    assert (record.turns, record.version, len(record.messages)) == (20, 20, 40)
+    pairs = [(record.messages[k].content, record.messages[k + 1].content) for k in range(0, 40, 2)]
+    assert all(q == f"q:{a[2:]}" and a.startswith("a:") for q, a in pairs)  # each question followed by its answer
+    assert sorted(int(q[2:]) for q, _ in pairs) == list(range(20))  # all present, none twice
+
+
+async def test_version_check_alone_prevents_lost_updates(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.commit_turn(TENANT, SID, turn("seed", version=0))
+
+    async def racer(i: int) -> bool:
+        record = await store.get(TENANT, SID)
+        assert record is not None
+        await asyncio.sleep(0.001)
+        try:
+            await store.commit_turn(TENANT, SID, turn(str(i), version=record.version))
+        except SessionConflict:
+            return False
+        return True
+
+    won = await asyncio.gather(*(racer(i) for i in range(10)))
+    record = await store.get(TENANT, SID)
+    assert record is not None
+    assert sum(won) >= 1 and record.turns == 1 + sum(won)
+    assert len(record.messages) == 2 * record.turns
+
+
+async def test_invalid_session_ids_are_rejected(make_store: StoreFactory) -> None:
+    store = make_store()
+    for bad in ["", "x" * 129, "has space", "a/b", "{tag}", "ü"]:
+        with pytest.raises(InvalidSessionId):
+            await store.get(TENANT, bad)
+        with pytest.raises(InvalidSessionId):
+            await store.commit_turn(TENANT, bad, turn("x", version=0))
+        with pytest.raises(InvalidSessionId):
+            await store.delete(TENANT, bad)
+        with pytest.raises(InvalidSessionId):
+            async with store.lock(TENANT, bad, wait_s=0, ttl_s=1):
+                pass
+    ok = "A-z_0.9:" + "x" * 120
+    assert (await store.commit_turn(TENANT, ok, turn("x", version=0))).session_id == ok
+
+
+async def test_observer_sees_every_operation(make_store: StoreFactory) -> None:
+    seen: list[tuple[str, float, bool]] = []
+    store = make_store(on_op=lambda op, seconds, ok: seen.append((op, seconds, ok)))
+    await store.ping()
+    async with store.lock(TENANT, SID, wait_s=0, ttl_s=5):
+        await store.get(TENANT, SID)
+        await store.commit_turn(TENANT, SID, turn("1", version=0))
+    await store.delete(TENANT, SID)
+    assert [op for op, _, _ in seen] == ["ping", "lock", "get", "commit", "unlock", "delete"]
+    assert all(ok and 0 <= seconds < 1 for _, seconds, ok in seen)
+
+
+async def test_store_satisfies_protocol(make_store: StoreFactory) -> None:
+    assert isinstance(make_store(), SessionStore)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Redis only
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class CountingConnection(Connection):
+    """Counts network round trips: every command or pipeline is written with one ``send_packed_command``."""
+
+    sent = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        type(self).sent += 1
+        await super().send_packed_command(command, check_health)
+
+
+@pytest.mark.redis
+async def test_a_turn_costs_four_round_trips(redis_url: str, redis_key_prefix: str) -> None:
+    pool = BlockingConnectionPool.from_url(redis_url, connection_class=CountingConnection, decode_responses=True)
+    store = RedisSessionStore(Redis.from_pool(pool), key_prefix=redis_key_prefix)
+    try:
+        for i in range(3):
+            if i == 2:  # scripts loaded and a connection open: count a steady-state turn
+                CountingConnection.sent = 0
+            async with store.lock(TENANT, SID, wait_s=1, ttl_s=5):
+                record = await store.get(TENANT, SID)
+                await store.commit_turn(TENANT, SID, turn(str(i), version=record.version if record else 0))
+        assert CountingConnection.sent == 4  # lock, get, commit, unlock
+    finally:
+        await store.close()
+
+
+class LossyConnection(Connection):
+    """Loses the reply of the next command after Redis executed it (a network blip between reply and read)."""
+
+    lose_next = False
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = await super().read_response(*args, **kwargs)
+        if type(self).lose_next:
+            type(self).lose_next = False
+            await self.disconnect()
+            raise redis.ConnectionError("simulated lost reply")
+        return response
+
+
+@pytest.mark.redis
+async def test_a_retried_commit_or_lock_whose_reply_was_lost_is_not_applied_twice(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    # from_url's policy: a connection error is retried once on a fresh connection. The retry re-runs the script;
+    # it must recognise its own commit id / lock token instead of answering "conflict" / "busy".
+    pool = BlockingConnectionPool.from_url(
+        redis_url,
+        connection_class=LossyConnection,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(redis.ConnectionError,)),
+    )
+    store = RedisSessionStore(Redis.from_pool(pool), key_prefix=redis_key_prefix)
+    try:
+        async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):  # load the scripts first: their replies matter
+            await store.commit_turn(TENANT, SID, turn("1", version=0))
+        LossyConnection.lose_next = True
+        record = await store.commit_turn(TENANT, SID, turn("2", version=1))
+        assert not LossyConnection.lose_next  # the reply was really lost once
+        assert (record.version, record.turns, contents(record)) == (2, 2, ["q:1", "a:1", "q:2", "a:2"])
+
+        LossyConnection.lose_next = True
+        async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
+            assert not LossyConnection.lose_next
+            with pytest.raises(SessionBusy):  # and it is really held
+                async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
+                    pass
+    finally:
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_keys_are_namespaced_by_hashed_tenant_and_expire_together(redis_url: str, redis_key_prefix: str) -> None:
+    store = RedisSessionStore.from_url(redis_url, key_prefix=redis_key_prefix, ttl_s=60)
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await store.commit_turn("sk-secret-api-key", SID, turn("1", version=0))
+        await store.commit_turn(OTHER_TENANT, SID, turn("1", version=0))
+        keys = sorted(raw.scan_iter(match=f"{redis_key_prefix}:*"))
+        assert len(keys) == 4 and not any("sk-secret" in key or OTHER_TENANT in key for key in keys)
+        assert all(key.split(":session:")[1].startswith("{" + SID + "}") for key in keys)
+        assert len({key.split(":")[1] for key in keys}) == 2  # one namespace per tenant
+        assert all(0 < raw.pttl(key) <= 60_000 for key in keys)
+    finally:
+        raw.close()
+        await store.close()
+
+
+async def test_unreachable_redis_fails_fast() -> None:
+    seen: list[tuple[str, bool]] = []
+    store = RedisSessionStore.from_url(
+        "redis://127.0.0.1:1/0", retry_after_s=2.5, on_op=lambda op, _s, ok: seen.append((op, ok))
+    )
+    try:
+        calls: list[Callable[[], Any]] = [
+            lambda: store.ping(),
+            lambda: store.get(TENANT, SID),
+            lambda: store.commit_turn(TENANT, SID, turn("1", version=0)),
+            lambda: store.delete(TENANT, SID),
+        ]
+        for call in calls:
+            start = time.monotonic()
+            with pytest.raises(SessionStoreUnavailable) as caught:
+                await call()
+            assert time.monotonic() - start < 2.0
+            assert caught.value.retry_after == 2.5
+        start = time.monotonic()
+        with pytest.raises(SessionStoreUnavailable):
+            async with store.lock(TENANT, SID, wait_s=5, ttl_s=5):
+                pass
+        assert time.monotonic() - start < 2.0  # an outage is not "busy": no waiting out wait_s
+        assert seen == [("ping", False), ("get", False), ("commit", False), ("delete", False), ("lock", False)]
+    finally:
+        await store.close()
+
+
+async def test_hung_redis_times_out_fast() -> None:
+    # A listener that never answers: TCP connects (kernel backlog), then the read times out.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        store = RedisSessionStore.from_url(f"redis://127.0.0.1:{port}/0", op_timeout_s=0.3)
+        try:
+            start = time.monotonic()
+            with pytest.raises(SessionStoreUnavailable):
+                await store.get(TENANT, SID)
+            assert time.monotonic() - start < 2.0
+        finally:
+            await store.close()
+
+
+@pytest.mark.redis
+async def test_store_survives_a_redis_restart(redis_server_factory: Callable[..., RedisServer]) -> None:
+    server = redis_server_factory("--appendonly", "yes", "--appendfsync", "always")
+    store = RedisSessionStore.from_url(server.url)
+    try:
+        await store.commit_turn(TENANT, SID, turn("1", version=0))
+        await store.commit_turn(TENANT, SID, turn("2", version=1))
+
+        server.stop()
+        for call in (lambda: store.get(TENANT, SID), lambda: store.commit_turn(TENANT, SID, turn("3", version=2))):
+            start = time.monotonic()
+            with pytest.raises(SessionStoreUnavailable):
+                await call()
+            assert time.monotonic() - start < 2.0
+
+        server.start()  # same port and data dir; the AOF brings the data back, scripts are gone (NOSCRIPT)
+        record = await store.get(TENANT, SID)
+        assert contents(record) == ["q:1", "a:1", "q:2", "a:2"]
+        assert record is not None and record.version == 2
+        after = await store.commit_turn(TENANT, SID, turn("3", version=2))
+        assert (after.version, contents(after)[-2:]) == (3, ["q:3", "a:3"])
+    finally:
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_store_recovers_after_redis_hangs(redis_server_factory: Callable[..., RedisServer]) -> None:
+    server = redis_server_factory("--enable-debug-command", "yes")
+    store = RedisSessionStore.from_url(server.url)
+    try:
+        await store.commit_turn(TENANT, SID, turn("1", version=0))
+        sleeper = subprocess.Popen(
+            ["redis-cli", "-p", str(server.port), "DEBUG", "SLEEP", "3"], stdout=subprocess.DEVNULL
+        )
+        await asyncio.sleep(0.3)  # let DEBUG SLEEP block the server
+        start = time.monotonic()
+        with pytest.raises(SessionStoreUnavailable):
+            await store.get(TENANT, SID)
+        assert time.monotonic() - start < 2.0  # the 0.5 s read timeout, not the 3 s hang
+        await asyncio.to_thread(sleeper.wait, 10)
+        assert contents(await store.get(TENANT, SID)) == ["q:1", "a:1"]
+    finally:
+        await store.close()
