@@ -46,7 +46,7 @@ def test_local_folder_source_must_be_an_hf_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelSourceError, match="does not exist"):
         resolve_source(manifest, tmp_path / "cache")
     (tmp_path / "weights").mkdir()
-    with pytest.raises(ModelSourceError, match="no config.json"):
+    with pytest.raises(ModelSourceError, match=r"no config\.json"):
         resolve_source(manifest, tmp_path / "cache")
     (tmp_path / "weights" / "config.json").write_text("{}")
     assert resolve_source(manifest, tmp_path / "cache") == str(tmp_path / "weights")

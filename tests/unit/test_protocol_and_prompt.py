@@ -14,7 +14,9 @@ from tests.tiny_model import build_tokenizer
 
 
 def request(**fields: object) -> ChatCompletionRequest:
-    return ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields})
+    return ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
+    )
 
 
 def test_generation_params_prefer_request_then_manifest() -> None:
