@@ -42,3 +42,21 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body (413 beyond).")
     max_messages: int = Field(512, ge=1, description="Most messages accepted in one request (400 beyond).")
     max_n: int = Field(8, ge=1, le=128, description="Largest `n` (choices per request) accepted.")
+
+    redis_url: str | None = Field(
+        None, description="Session store, e.g. redis://redis:6379/0. Unset: in-process store (one replica only)."
+    )
+    redis_timeout_s: float = Field(0.5, gt=0, description="Redis connect/operation timeout; beyond it: 503.")
+    session_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Sliding expiry of idle sessions, in seconds.")
+    session_max_turns: int = Field(200, ge=1, description="Most turns kept per session (oldest dropped).")
+    session_lock_wait_s: float = Field(2.0, ge=0, description="How long a turn waits for a busy session (then 409).")
+    session_lock_ttl_s: float = Field(300.0, gt=0, description="Lock expiry, above the longest turn.")
+    session_block_turns: int = Field(4, ge=1, description="Prompt trimming drops oldest turns in blocks of this.")
+
+    api_keys: str | None = Field(
+        None, description="Comma-separated key:tenant pairs. Set (or api_keys_file): /v1/* requires a Bearer key."
+    )
+    api_keys_file: Path | None = Field(None, description="File with one 'key tenant' (or 'key') per line; # comments.")
+
+    strategies_file: Path | None = Field(None, description="Strategy catalogue YAML (default: the ESConv eight).")
+    safety_policy_file: Path | None = Field(None, description="Crisis safety policy YAML (default: shipped policy).")

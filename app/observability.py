@@ -73,3 +73,21 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.getLevelName(level.upper()))
+
+
+SAFETY_FLAGS = Counter("sweetie_safety_screens", "User messages screened, by risk level.", ["level"])
+STRATEGIES = Counter("sweetie_strategies", "Replies by support strategy ('none' when there was none).", ["strategy"])
+STORE_LATENCY = Histogram(
+    "sweetie_session_store_seconds",
+    "Session store latency per operation.",
+    ["op"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+STORE_ERRORS = Counter("sweetie_session_store_errors", "Session store operations that failed (backend down).", ["op"])
+
+
+def observe_store_op(op: str, seconds: float, ok: bool) -> None:
+    """``on_op`` hook for session stores."""
+    STORE_LATENCY.labels(op=op).observe(seconds)
+    if not ok:
+        STORE_ERRORS.labels(op=op).inc()

@@ -13,14 +13,21 @@ from dataclasses import dataclass
 import structlog
 from fastapi import FastAPI
 
-from app.api import chat, health, models
+from app.api import chat, health, models, sessions
+from app.api.auth import ApiKeyMiddleware, parse_api_keys
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.chat.prompt import PromptBuilder, load_tokenizer
-from app.chat.service import ChatService, Limits
+from app.chat.safety import LexicalSafetyScreen, SafetyPolicy
+from app.chat.service import ChatOptions, ChatService
 from app.config import Settings
 from app.engine.base import Engine
 from app.manifest import Manifest, find_manifest
+from app.observability import observe_store_op
+from app.sessions.base import SessionStore, SessionStoreUnavailable
+from app.sessions.memory_store import MemorySessionStore
+from app.sessions.redis_store import RedisSessionStore
+from training.strategies import load_catalogue
 
 log = structlog.get_logger("app.server")
 
@@ -54,20 +61,75 @@ def load_components(settings: Settings) -> Components:
     return Components(manifest=manifest, engine=engine, prompts=prompts)
 
 
+def build_store(settings: Settings) -> SessionStore:
+    """Redis when ``SWEETIE_REDIS_URL`` is set, else the in-process store (one replica only)."""
+    if settings.redis_url:
+        return RedisSessionStore.from_url(
+            settings.redis_url,
+            connect_timeout_s=settings.redis_timeout_s,
+            op_timeout_s=settings.redis_timeout_s,
+            ttl_s=settings.session_ttl_s,
+            max_turns=settings.session_max_turns,
+            on_op=observe_store_op,
+        )
+    return MemorySessionStore(
+        ttl_s=settings.session_ttl_s, max_turns=settings.session_max_turns, on_op=observe_store_op
+    )
+
+
+def build_chat_service(settings: Settings, parts: Components, store: SessionStore) -> ChatService:
+    options = ChatOptions(
+        max_messages=settings.max_messages,
+        max_n=settings.max_n,
+        session_lock_wait_s=settings.session_lock_wait_s,
+        session_lock_ttl_s=settings.session_lock_ttl_s,
+        session_block_turns=settings.session_block_turns,
+    )
+    policy = (
+        SafetyPolicy.from_yaml(settings.safety_policy_file) if settings.safety_policy_file else SafetyPolicy.default()
+    )
+    return ChatService(
+        parts.engine,
+        parts.prompts,
+        parts.manifest,
+        options,
+        store=store,
+        catalogue=load_catalogue(settings.strategies_file),
+        screen=LexicalSafetyScreen(),
+        safety_policy=policy,
+    )
+
+
+async def _check_store(store: SessionStore, settings: Settings) -> None:
+    if not settings.redis_url:
+        log.warning("session_store_in_process", detail="sessions live in this process only; set SWEETIE_REDIS_URL")
+        return
+    try:
+        await store.ping()
+        log.info("session_store_ready", backend="redis")
+    except SessionStoreUnavailable:
+        log.warning("session_store_unreachable", detail="session requests get 503 until Redis answers")
+
+
 def build_app(settings: Settings, components: Components | None = None) -> FastAPI:
-    """Create the FastAPI app; the lifespan starts and stops the engine."""
+    """Create the FastAPI app; the lifespan starts and stops the engine and the session store."""
+    api_keys = parse_api_keys(settings.api_keys, settings.api_keys_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         parts = components or load_components(settings)
-        limits = Limits(max_messages=settings.max_messages, max_n=settings.max_n)
-        app.state.chat = ChatService(parts.engine, parts.prompts, parts.manifest, limits)
+        store = build_store(settings)
+        app.state.chat = build_chat_service(settings, parts, store)
         app.state.draining = False
+        await _check_store(store, settings)
+        if not api_keys:
+            log.warning("open_dev_mode", detail="no API keys configured: /v1 is open and all callers share a tenant")
         log.info("ready", model=parts.manifest.name, max_model_len=parts.engine.max_model_len)
         try:
             yield
         finally:
             app.state.draining = True
+            await store.close()
             await parts.engine.close()
             log.info("stopped")
 
@@ -80,6 +142,8 @@ def build_app(settings: Settings, components: Components | None = None) -> FastA
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(models.router)
+    app.include_router(sessions.router)
     app.include_router(health.router)
+    app.add_middleware(ApiKeyMiddleware, keys=api_keys)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     return app

@@ -10,6 +10,8 @@ import pytest
 from tests.server_process import REPO_ROOT, ServerProcess
 from tests.tiny_model import build_tiny_llama, write_manifest
 
+pytest_plugins = ["tests.integration.redis_fixtures"]
+
 TINY_MODEL = "tiny"
 TINY_MAX_LEN = 4096
 

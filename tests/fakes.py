@@ -11,6 +11,9 @@ from app.engine.base import ChoiceDelta, EngineError, GenerationParams
 class FakeTokenizer:
     """One token per whitespace-separated word of every message, plus two per message for the template."""
 
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [3] * len(text.split())
+
     def apply_chat_template(self, conversation: Any, **kwargs: Any) -> dict[str, list[int]]:
         ids: list[int] = []
         for message in conversation:

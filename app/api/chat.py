@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from app.api.deps import ChatServiceDep, RequestIdDep
+from app.api.deps import CallerDep, ChatServiceDep
 from app.api.protocol import ChatCompletionRequest, ChatCompletionResponse, ErrorResponse
 
 router = APIRouter()
@@ -18,12 +19,14 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletionResponse,
+    response_model_exclude_none=True,
     responses={**_ERRORS, 200: {"content": {"text/event-stream": {}}}},
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, service: ChatServiceDep, request_id: RequestIdDep
-) -> ChatCompletionResponse | EventSourceResponse:
-    chat = service.prepare(body, request_id)
+    body: ChatCompletionRequest, service: ChatServiceDep, caller: CallerDep
+) -> JSONResponse | EventSourceResponse:
+    chat = await service.prepare(body, caller)
     if body.stream:
         return EventSourceResponse(service.stream(chat), ping=15, sep="\n")
-    return await service.complete(chat)
+    response = await service.complete(chat)
+    return JSONResponse(response.model_dump(exclude_none=True))

@@ -1,13 +1,14 @@
-"""Typed dependencies: routers take services from ``app.state`` through these."""
+"""Typed dependencies: routers take services and caller identity from the request through these."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
+from app.api.auth import OPEN_TENANT
 from app.api.errors import ServiceUnavailableError
-from app.chat.service import ChatService
+from app.chat.service import Caller, ChatService
 
 
 def get_chat_service(request: Request) -> ChatService:
@@ -17,9 +18,21 @@ def get_chat_service(request: Request) -> ChatService:
     return service
 
 
-def get_request_id(request: Request) -> str:
-    return str(getattr(request.state, "request_id", ""))
+def get_tenant(request: Request) -> str:
+    return str(getattr(request.state, "tenant", OPEN_TENANT))
+
+
+def get_caller(
+    request: Request,
+    x_session_id: Annotated[str | None, Header(description="Continue this stored session.")] = None,
+) -> Caller:
+    return Caller(
+        tenant=get_tenant(request),
+        request_id=str(getattr(request.state, "request_id", "")),
+        session_id=x_session_id or None,
+    )
 
 
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
-RequestIdDep = Annotated[str, Depends(get_request_id)]
+TenantDep = Annotated[str, Depends(get_tenant)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

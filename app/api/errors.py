@@ -15,6 +15,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.protocol import ErrorInfo, ErrorResponse
+from app.sessions.base import (
+    InvalidHistory,
+    InvalidSessionId,
+    SessionBusy,
+    SessionConflict,
+    SessionError,
+    SessionNotFound,
+    SessionStoreUnavailable,
+)
 
 log = structlog.get_logger("app.errors")
 
@@ -81,6 +90,33 @@ class ServiceUnavailableError(APIError):
 class EngineFailureError(APIError):
     status_code = 500
     error_type = "server_error"
+
+
+def session_error(exc: SessionError) -> APIError:
+    """Map a session-memory error to HTTP."""
+    if isinstance(exc, InvalidSessionId):
+        return InvalidRequestError(str(exc), param="session_id", code="invalid_session_id")
+    if isinstance(exc, InvalidHistory):
+        return InvalidRequestError(str(exc), param="messages", code="invalid_history")
+    if isinstance(exc, SessionNotFound):
+        return NotFoundError(str(exc), code="session_not_found")
+    if isinstance(exc, SessionBusy):
+        retry = str(max(1, round(exc.retry_after)))
+        return APIError(
+            "Another turn of this session is in progress; retry when it has finished.",
+            status_code=409,
+            code="session_busy",
+            headers={"Retry-After": retry},
+        )
+    if isinstance(exc, SessionConflict):
+        return APIError(str(exc), status_code=409, param="messages", code="session_conflict")
+    if isinstance(exc, SessionStoreUnavailable):
+        return ServiceUnavailableError(
+            "Session memory is temporarily unavailable; retry shortly (requests without a session still work).",
+            retry_after=max(1, round(exc.retry_after)),
+            code="session_store_unavailable",
+        )
+    return APIError("Session error.", status_code=500, code="session_error")
 
 
 def error_response(error: APIError) -> JSONResponse:
@@ -150,6 +186,10 @@ def install_error_handlers(app: FastAPI) -> None:
         error = APIError(str(exc.detail), status_code=exc.status_code, code=kind, headers=dict(exc.headers or {}))
         return error_response(error)
 
+    async def on_session_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SessionError)
+        return error_response(session_error(exc))
+
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled_error", error_type=type(exc).__name__)
         return error_response(EngineFailureError("The server had an error while processing your request."))
@@ -157,4 +197,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(SessionError, on_session_error)
     app.add_exception_handler(Exception, on_unexpected)

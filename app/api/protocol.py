@@ -69,6 +69,12 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     ignore_eos: bool = False
     """vLLM-compatible extension: keep generating past the end-of-sequence token (load tests, benchmarks)."""
+    session_id: str | None = None
+    """SweetieChat extension: continue this stored session (same as the ``X-Session-Id`` header)."""
+    strategy: str | None = None
+    """SweetieChat extension: the support strategy the reply must use (a catalogue name)."""
+    locale: str | None = None
+    """SweetieChat extension: locale for crisis resources (e.g. ``en-US``, ``zh-CN``); detected when unset."""
 
     @field_validator("stop")
     @classmethod
@@ -117,6 +123,8 @@ class UsageInfo(BaseModel):
 class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    strategy: str | None = None
+    """SweetieChat extension: the support strategy of this reply (omitted when none)."""
 
 
 class ChatCompletionChoice(BaseModel):
@@ -130,6 +138,14 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
+class SafetyInfo(BaseModel):
+    """SweetieChat extension: the crisis screen's verdict on the user's message and what the server did."""
+
+    level: Literal["none", "elevated", "high"]
+    categories: list[str]
+    action: str = "none"
+
+
 class ChatCompletionResponse(BaseModel):
     id: str = Field(default_factory=completion_id)
     object: Literal["chat.completion"] = "chat.completion"
@@ -137,11 +153,17 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatCompletionChoice]
     usage: UsageInfo
+    session_id: str | None = None
+    """SweetieChat extension: the session this turn belongs to (omitted for stateless requests)."""
+    turn: int | None = None
+    """SweetieChat extension: this turn's number in the session."""
+    safety: SafetyInfo | None = None
 
 
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    strategy: str | None = None
 
 
 class ChatCompletionStreamChoice(BaseModel):
@@ -158,6 +180,9 @@ class ChatCompletionStreamResponse(BaseModel):
     model: str
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
+    session_id: str | None = None
+    turn: int | None = None
+    safety: SafetyInfo | None = None
 
 
 class ModelCard(BaseModel):

@@ -1,7 +1,9 @@
-"""One chat completion: request -> prompt -> engine stream -> OpenAI response or SSE chunks.
+"""One chat turn: request (+ stored history) -> safety screen -> strategy -> prompt -> engine -> reply -> commit.
 
-The service owns validation that needs the model (name, context length), timing and token accounting. Routers only
-call :meth:`ChatService.prepare` and then :meth:`ChatService.complete` or :meth:`ChatService.stream`.
+Routers call :meth:`ChatService.prepare` and then :meth:`ChatService.complete` or :meth:`ChatService.stream`.
+``prepare`` validates everything that can be checked before generating (so errors are plain HTTP errors, never a
+half-sent stream), opens the session turn (lock held until the reply is committed or abandoned), screens the new
+user message and picks the strategy.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from app.api.protocol import (
     ChatCompletionResponse,
     ErrorInfo,
     ErrorResponse,
+    SafetyInfo,
     UsageInfo,
     completion_id,
 )
+from app.chat.conversation import SessionTurn, open_session, session_prompt_turns
 from app.chat.prompt import PromptBuilder, Turn
+from app.chat.safety import SafetyDecision, SafetyPolicy, SafetyScreen
+from app.chat.strategy import TagStripper, counselor_prompt, split_tag, strategy_instruction
 from app.engine.base import ChoiceDelta, Engine, EngineError, GenerationParams
 from app.manifest import Manifest
 from app.observability import (
@@ -38,17 +44,35 @@ from app.observability import (
     INFLIGHT,
     ITL,
     PROMPT_TOKENS,
+    SAFETY_FLAGS,
+    STRATEGIES,
     TTFT,
     annotate,
 )
+from app.sessions.base import SessionError, SessionStore
+from training.strategies import StrategyCatalogue
 
 DONE = "[DONE]"
 
 
 @dataclass(frozen=True)
-class Limits:
+class ChatOptions:
+    """Limits and session behaviour (from Settings)."""
+
     max_messages: int = 512
     max_n: int = 8
+    session_lock_wait_s: float = 2.0
+    session_lock_ttl_s: float = 300.0
+    session_block_turns: int = 4
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: tenant (from the API key), optional session id, request id."""
+
+    tenant: str
+    request_id: str
+    session_id: str | None = None
 
 
 @dataclass
@@ -59,6 +83,21 @@ class PreparedChat:
     request_id: str
     prompt_ids: list[int]
     params: GenerationParams
+    strategy: str | None = None
+    """Requested or counselor-chosen strategy; in ``model`` mode the model's own tag may set it instead."""
+    parse_tags: bool = False
+    safety: SafetyDecision | None = None
+    session: SessionTurn | None = None
+
+    def extensions(self) -> dict[str, object]:
+        """Top-level SweetieChat fields of responses and chunks."""
+        out: dict[str, object] = {}
+        if self.session is not None:
+            out["session_id"] = self.session.session_id
+            out["turn"] = self.session.turn
+        if self.safety is not None:
+            out["safety"] = self.safety.to_dict()
+        return out
 
 
 @dataclass
@@ -74,60 +113,189 @@ class _Progress:
 class ChatService:
     """Serves chat completions for one model."""
 
-    def __init__(self, engine: Engine, prompts: PromptBuilder, manifest: Manifest, limits: Limits) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        prompts: PromptBuilder,
+        manifest: Manifest,
+        options: ChatOptions,
+        *,
+        store: SessionStore,
+        catalogue: StrategyCatalogue,
+        screen: SafetyScreen,
+        safety_policy: SafetyPolicy,
+    ) -> None:
         self.engine = engine
         self.prompts = prompts
         self.manifest = manifest
-        self.limits = limits
+        self.options = options
+        self.store = store
+        self.catalogue = catalogue
+        self.screen = screen
+        self.safety_policy = safety_policy
 
     @property
     def model_name(self) -> str:
         return self.manifest.name
 
-    def prepare(self, request: ChatCompletionRequest, request_id: str) -> PreparedChat:
-        """Validate what needs the model and build the prompt; raises an ``APIError`` on bad input."""
+    # ---- before generation ----
+
+    def _validate(self, request: ChatCompletionRequest, session_id: str | None) -> str | None:
         if request.model != self.model_name:
             raise ModelNotFoundError(request.model)
         if not self.engine.is_ready:
             raise ServiceUnavailableError("The model is not ready to serve requests; retry shortly.", retry_after=5)
-        if len(request.messages) > self.limits.max_messages:
+        if len(request.messages) > self.options.max_messages:
             raise InvalidRequestError(
-                f"Too many messages: {len(request.messages)} (the limit is {self.limits.max_messages}).",
+                f"Too many messages: {len(request.messages)} (the limit is {self.options.max_messages}).",
                 param="messages",
                 code="array_above_max_length",
             )
-        if request.n > self.limits.max_n:
+        if request.n > self.options.max_n:
             raise InvalidRequestError(
-                f"Invalid value for 'n': {request.n}; at most {self.limits.max_n} choices per request.",
+                f"Invalid value for 'n': {request.n}; at most {self.options.max_n} choices per request.",
                 param="n",
                 code="integer_above_max_value",
             )
+        if session_id is not None and request.n != 1:
+            raise InvalidRequestError("'n' must be 1 in a session: one reply is stored per turn.", param="n")
         if request.messages[-1].role == "assistant":
             raise InvalidRequestError(
                 "The last message must be from the user (or system), not the assistant.",
                 param="messages",
                 code="invalid_value",
             )
-        prompt_ids = self.prompts.token_ids([Turn(m.role, m.text) for m in request.messages])
+        if request.strategy is None:
+            return None
+        name = self.catalogue.canonical(request.strategy)
+        if name is None:
+            raise InvalidRequestError(
+                f"Unknown strategy {request.strategy!r}. Valid strategies: {', '.join(self.catalogue.names)}.",
+                param="strategy",
+                code="invalid_value",
+            )
+        return name
+
+    async def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
+        """Validate, open the session turn, screen, pick the strategy and build the prompt."""
+        session_id = caller.session_id or request.session_id
+        requested = self._validate(request, session_id)
+        messages: list[tuple[str, str]] = [
+            ("system" if m.role == "developer" else m.role, m.text) for m in request.messages
+        ]
+        session: SessionTurn | None = None
+        if session_id is not None:
+            session = await open_session(
+                self.store,
+                caller.tenant,
+                session_id,
+                messages,
+                wait_s=self.options.session_lock_wait_s,
+                ttl_s=self.options.session_lock_ttl_s,
+            )
+        try:
+            return await self._build(request, caller, messages, session, requested)
+        except BaseException:
+            if session is not None:
+                await session.release()
+            raise
+
+    async def _build(
+        self,
+        request: ChatCompletionRequest,
+        caller: Caller,
+        messages: list[tuple[str, str]],
+        session: SessionTurn | None,
+        strategy: str | None,
+    ) -> PreparedChat:
+        new_user_text = "\n".join(
+            text for role, text in (session.new_messages if session else messages[-1:]) if role == "user"
+        )
+        safety = self._screen(new_user_text, request.locale)
+        mode = self.manifest.strategy_mode
         max_len = self.engine.max_model_len
+        requested_max = request.requested_max_tokens
+        reply_budget = requested_max or self.manifest.sampling.max_tokens
+
+        if session is not None:
+            persona = session.effective_persona
+            system = [Turn("system", persona)] if persona is not None else []
+            reserved = self.prompts.count_tokens(persona or self.prompts.system_prompt or "") + 16
+            turns = system + session_prompt_turns(
+                session,
+                self.prompts.count_tokens,
+                max(1, max_len - min(reply_budget, max_len // 2)),
+                reserved,
+                self.options.session_block_turns,
+            )
+        else:
+            turns = [Turn(role, text) for role, text in messages]
+
+        if strategy is None and mode == "counselor":
+            strategy = await self._counsel(turns, caller.request_id)
+        instruction = strategy_instruction(self.catalogue, strategy) if strategy and mode != "model" else None
+        prefill = f"[{strategy}] " if strategy and mode == "model" else ""
+        prompt_ids = self.prompts.token_ids(
+            turns, instruction=instruction, tag_strategies=mode == "model", prefill=prefill
+        )
         prompt_len = len(prompt_ids)
-        requested = request.requested_max_tokens
-        if prompt_len >= max_len or (requested is not None and prompt_len + requested > max_len):
-            asked = f"{prompt_len + (requested or 0)} tokens ({prompt_len} in the messages"
-            asked += f", {requested} in the completion)" if requested else ")"
+        if prompt_len >= max_len or (requested_max is not None and prompt_len + requested_max > max_len):
+            asked = f"{prompt_len + (requested_max or 0)} tokens ({prompt_len} in the messages"
+            asked += f", {requested_max} in the completion)" if requested_max else ")"
             raise InvalidRequestError(
                 f"This model's maximum context length is {max_len} tokens. However, you requested {asked}. "
                 "Please reduce the length of the messages or completion.",
                 param="messages",
                 code="context_length_exceeded",
             )
-        max_tokens = requested or min(self.manifest.sampling.max_tokens, max_len - prompt_len)
-        annotate(model=request.model, stream=request.stream, n=request.n, prompt_tokens=prompt_len)
-        params = request.to_generation_params(self.manifest.sampling, max_tokens)
-        return PreparedChat(request=request, request_id=request_id, prompt_ids=prompt_ids, params=params)
+        max_tokens = requested_max or min(self.manifest.sampling.max_tokens, max_len - prompt_len)
+        annotate(
+            model=request.model,
+            stream=request.stream,
+            n=request.n,
+            prompt_tokens=prompt_len,
+            session=session is not None,
+            turn=session.turn if session else None,
+            strategy=strategy,
+            safety=safety.level.value if safety else None,
+        )
+        return PreparedChat(
+            request=request,
+            request_id=caller.request_id,
+            prompt_ids=prompt_ids,
+            params=request.to_generation_params(self.manifest.sampling, max_tokens),
+            strategy=strategy,
+            parse_tags=mode == "model" and not prefill,
+            safety=safety,
+            session=session,
+        )
+
+    def _screen(self, text: str, locale: str | None) -> SafetyDecision | None:
+        if not text:
+            return None
+        result = self.screen.screen(text)
+        SAFETY_FLAGS.labels(level=result.level.value).inc()
+        return self.safety_policy.apply(result, None, locale)
+
+    async def _counsel(self, turns: list[Turn], request_id: str) -> str:
+        """The Strategy Counselor: a short generation constrained to one catalogue name."""
+        transcript = [(t.role, t.content) for t in turns if t.role in ("user", "assistant")]
+        prompt = counselor_prompt(self.catalogue, transcript)
+        ids = self.prompts.raw_ids(
+            [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
+        )
+        params = GenerationParams(max_tokens=16, temperature=0.0, choices=tuple(self.catalogue.names))
+        text = ""
+        async for deltas in self.engine.generate(ids, params, f"{request_id}-counselor"):
+            text += "".join(d.text for d in deltas if d.index == 0)
+        return self.catalogue.canonical(text) or self.catalogue.names[-1]
+
+    # ---- generation ----
 
     async def _deltas(self, chat: PreparedChat, progress: _Progress) -> AsyncIterator[list[ChoiceDelta]]:
         """The engine stream with timing, token accounting, in-flight gauge and abort bookkeeping."""
+        if chat.safety is not None and chat.safety.replaces_reply:
+            return  # the policy replaces the reply: nothing to generate
         INFLIGHT.inc()
         PROMPT_TOKENS.observe(len(chat.prompt_ids))
         try:
@@ -168,38 +336,68 @@ class ChatService:
             total_tokens=prompt + progress.completion_tokens,
         )
 
+    async def _commit(self, chat: PreparedChat, reply: str, strategy: str | None, progress: _Progress) -> None:
+        """Store the finished turn (sessions only). Raises ``SessionError`` if the store refuses or is down."""
+        if chat.session is None:
+            return
+        await chat.session.commit(reply, strategy, len(chat.prompt_ids), progress.completion_tokens)
+
     async def complete(self, chat: PreparedChat) -> ChatCompletionResponse:
-        """Run to completion and return one response."""
-        n = chat.params.n
-        texts = [""] * n
-        finish: list[str | None] = [None] * n
-        progress = _Progress()
+        """Run to completion, commit the turn, and return one response."""
         try:
-            async for deltas in self._deltas(chat, progress):
-                for d in deltas:
-                    texts[d.index] += d.text
-                    finish[d.index] = d.finish_reason or finish[d.index]
-        except EngineError as exc:
-            raise EngineFailureError("The model failed while generating a reply; please retry.") from exc
-        annotate(finish_reason=finish[0])
-        return ChatCompletionResponse(
-            id=completion_id(),
-            model=self.model_name,
-            choices=[
-                ChatCompletionChoice(
-                    index=i,
-                    message=ChatCompletionMessage(content=texts[i]),
-                    finish_reason=finish[i] or "stop",
+            n = chat.params.n
+            texts = [""] * n
+            finish: list[str | None] = [None] * n
+            progress = _Progress()
+            try:
+                async for deltas in self._deltas(chat, progress):
+                    for d in deltas:
+                        texts[d.index] += d.text
+                        finish[d.index] = d.finish_reason or finish[d.index]
+            except EngineError as exc:
+                raise EngineFailureError("The model failed while generating a reply; please retry.") from exc
+            choices = []
+            for i in range(n):
+                strategy, text = split_tag(texts[i], self.catalogue) if chat.parse_tags else (chat.strategy, texts[i])
+                if chat.safety is not None:
+                    text = chat.safety.render(text)
+                choices.append(
+                    ChatCompletionChoice(
+                        index=i,
+                        message=ChatCompletionMessage(content=text, strategy=strategy),
+                        finish_reason=finish[i] or "stop",
+                    )
                 )
-                for i in range(n)
-            ],
-            usage=self._usage(chat, progress),
-        )
+                STRATEGIES.labels(strategy=strategy or "none").inc()
+            await self._commit(chat, choices[0].message.content, choices[0].message.strategy, progress)
+            annotate(finish_reason=finish[0])
+            extensions = chat.extensions()
+            return ChatCompletionResponse(
+                id=completion_id(),
+                model=self.model_name,
+                choices=choices,
+                usage=self._usage(chat, progress),
+                session_id=chat.session.session_id if chat.session else None,
+                turn=chat.session.turn if chat.session else None,
+                safety=SafetyInfo.model_validate(extensions["safety"]) if "safety" in extensions else None,
+            )
+        finally:
+            if chat.session is not None:
+                await chat.session.release()
 
     async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
-        """Yield SSE ``data`` payloads: chunks, an in-band error if the engine fails, then ``[DONE]``."""
+        """Yield SSE ``data`` payloads: chunks, in-band errors, then ``[DONE]``; commit the turn before ``[DONE]``."""
+        try:
+            async for payload in self._stream(chat):
+                yield payload
+        finally:
+            if chat.session is not None:
+                await chat.session.release()
+
+    async def _stream(self, chat: PreparedChat) -> AsyncIterator[str]:
         cid, created = completion_id(), int(time.time())
         include_usage = chat.request.include_usage
+        extensions = chat.extensions()
 
         def chunk(choices: list[dict[str, object]], usage: UsageInfo | None = None) -> str:
             body: dict[str, object] = {
@@ -208,6 +406,7 @@ class ChatService:
                 "created": created,
                 "model": self.model_name,
                 "choices": choices,
+                **extensions,
             }
             if include_usage:
                 body["usage"] = usage.model_dump() if usage else None
@@ -216,22 +415,57 @@ class ChatService:
         def choice(index: int, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, object]:
             return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
+        def error_event(message: str, code: str) -> str:
+            return ErrorResponse(error=ErrorInfo(message=message, type="server_error", code=code)).model_dump_json()
+
+        n = chat.params.n
+        strippers = [TagStripper(self.catalogue) if chat.parse_tags else None for _ in range(n)]
+        announced = [not chat.parse_tags for _ in range(n)]  # strategy sent in the first delta unless parsed
+        leading = chat.safety.leading if chat.safety else ""
+        trailing = chat.safety.trailing if chat.safety else ""
+        replies = [leading] * n
         progress = _Progress()
-        yield chunk([choice(i, {"role": "assistant", "content": ""}) for i in range(chat.params.n)])
+
+        first: dict[str, str] = {"role": "assistant", "content": ""}
+        if chat.strategy and not chat.parse_tags:
+            first["strategy"] = chat.strategy
+        yield chunk([choice(i, first) for i in range(n)])
+        if leading:
+            yield chunk([choice(i, {"content": leading}) for i in range(n)])
         try:
             async for deltas in self._deltas(chat, progress):
                 for d in deltas:
-                    if d.text:
-                        yield chunk([choice(d.index, {"content": d.text})])
+                    stripper = strippers[d.index]
+                    text = stripper.feed(d.text) if stripper else d.text
+                    if d.finish_reason and stripper:
+                        text += stripper.finish()
+                    delta: dict[str, str] = {}
+                    if stripper and not announced[d.index] and (stripper.strategy or text):
+                        announced[d.index] = True
+                        if stripper.strategy:
+                            delta["strategy"] = stripper.strategy
+                    if text:
+                        delta["content"] = text
+                        replies[d.index] += text
+                    if delta:
+                        yield chunk([choice(d.index, delta)])
                     if d.finish_reason:
+                        if trailing:
+                            replies[d.index] += trailing
+                            yield chunk([choice(d.index, {"content": trailing})])
                         yield chunk([choice(d.index, {}, d.finish_reason)])
+            if chat.safety is not None and chat.safety.replaces_reply:
+                yield chunk([choice(i, {}, "stop") for i in range(n)])
+            strategies = [s.strategy if s else chat.strategy for s in strippers]
+            for strategy in strategies:
+                STRATEGIES.labels(strategy=strategy or "none").inc()
+            try:
+                await self._commit(chat, replies[0], strategies[0], progress)
+            except SessionError:
+                annotate(outcome="commit_failed")
+                yield error_event("The reply was not saved to the session; resend this turn.", "session_commit_failed")
             if include_usage:
                 yield chunk([], self._usage(chat, progress))
         except EngineError:
-            error = ErrorInfo(
-                message="The model failed while generating a reply; please retry.",
-                type="server_error",
-                code="engine_error",
-            )
-            yield ErrorResponse(error=error).model_dump_json()
+            yield error_event("The model failed while generating a reply; please retry.", "engine_error")
         yield DONE

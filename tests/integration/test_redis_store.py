@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from tests.integration.redis_fixtures import RedisServer
 
 # Fixtures redis_url, redis_key_prefix, redis_server_factory (a conftest may import them as well).
-pytest_plugins = ["tests.integration.redis_fixtures"]
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 

@@ -17,12 +17,12 @@ from tests.fakes import FakeEngine, FakeTokenizer
 MESSAGES = [{"role": "user", "content": "I had a rough day"}]
 
 
-def make_client(engine: FakeEngine) -> Iterator[TestClient]:
+def make_client(engine: FakeEngine, **settings: object) -> Iterator[TestClient]:
     manifest = Manifest(
         name="fake", source=".", system_prompt="Be kind.", sampling=SamplingDefaults(max_tokens=7, temperature=0.3)
     )
     components = Components(manifest=manifest, engine=engine, prompts=PromptBuilder(FakeTokenizer(), "Be kind."))
-    with TestClient(build_app(Settings(), components), raise_server_exceptions=False) as client:
+    with TestClient(build_app(Settings(**settings), components), raise_server_exceptions=False) as client:
         yield client
 
 

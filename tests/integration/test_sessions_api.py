@@ -1,0 +1,339 @@
+"""Session memory through the real server (vLLM on CPU, tiny model) and a real Redis, via the official OpenAI SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import TINY_MODEL
+from tests.integration.redis_fixtures import RedisServer
+from tests.server_process import ServerProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+KEY_A, KEY_B = "key-alpha-0123456789", "key-beta-0123456789"
+TTL_S = 6
+
+
+@pytest.fixture(scope="module")
+def session_server(
+    tiny_model_repo: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    env = {
+        "SWEETIE_REDIS_URL": redis_url,
+        "SWEETIE_API_KEYS": f"{KEY_A}:alpha,{KEY_B}:beta",
+        "SWEETIE_SESSION_TTL_S": str(TTL_S),
+        "SWEETIE_SESSION_LOCK_WAIT_S": "0.5",
+        "SWEETIE_REDIS_TIMEOUT_S": "2",
+    }
+    server = ServerProcess(
+        ["--model-repo", str(tiny_model_repo), "--model", TINY_MODEL, "--kv-cache-gb", "1"],
+        tmp_path_factory.mktemp("logs") / "session-server.log",
+        env=env,
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def alpha(session_server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=session_server.base_url, api_key=KEY_A, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def beta(session_server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=session_server.base_url, api_key=KEY_B, max_retries=0, timeout=60)
+
+
+def new_sid() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def turn(client: openai.OpenAI, sid: str, text: str, **kwargs: Any) -> Any:
+    return client.chat.completions.create(
+        model=TINY_MODEL,
+        messages=kwargs.pop("messages", [{"role": "user", "content": text}]),
+        max_tokens=kwargs.pop("max_tokens", 8),
+        extra_headers={"X-Session-Id": sid},
+        **kwargs,
+    )
+
+
+def export(server: ServerProcess, sid: str, key: str = KEY_A) -> httpx.Response:
+    return httpx.get(f"{server.base_url}/sessions/{sid}", headers={"Authorization": f"Bearer {key}"})
+
+
+def test_two_turns_with_only_the_new_message(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
+    sid = new_sid()
+    first = turn(alpha, sid, "My exam went badly today.")
+    second = turn(alpha, sid, "I studied for weeks.")
+    assert (first.model_extra["session_id"], first.model_extra["turn"]) == (sid, 1)
+    assert second.model_extra["turn"] == 2
+    # the second prompt carries the first exchange: at least its user message and reply tokens more
+    assert second.usage.prompt_tokens >= first.usage.prompt_tokens + first.usage.completion_tokens
+    stored = export(session_server, sid).json()
+    assert stored["turns"] == 2
+    assert [(m["role"], m["content"]) for m in stored["messages"]] == [
+        ("user", "My exam went badly today."),
+        ("assistant", first.choices[0].message.content),
+        ("user", "I studied for weeks."),
+        ("assistant", second.choices[0].message.content),
+    ]
+    assert stored["usage"]["completion_tokens"] == first.usage.completion_tokens + second.usage.completion_tokens
+    assert stored["created"] <= stored["updated"]
+
+
+def test_ten_turn_session(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
+    sid = new_sid()
+    prompts = []
+    for i in range(10):
+        reply = turn(alpha, sid, f"This is message number {i}.")
+        assert reply.model_extra["turn"] == i + 1
+        prompts.append(reply.usage.prompt_tokens)
+    assert prompts == sorted(prompts) and len(set(prompts)) == 10  # the history grows every turn
+    stored = export(session_server, sid).json()
+    assert stored["turns"] == 10 and len(stored["messages"]) == 20
+    assert [m["content"] for m in stored["messages"][0::2]] == [f"This is message number {i}." for i in range(10)]
+
+
+def test_full_history_client_gets_no_duplicates(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
+    sid = new_sid()
+    history: list[dict[str, str]] = [{"role": "system", "content": "You are a gentle listener."}]
+    for text in ("I feel lonely.", "My friends moved away.", "Thanks for listening."):
+        history.append({"role": "user", "content": text})
+        reply = turn(alpha, sid, "", messages=history)
+        history.append({"role": "assistant", "content": reply.choices[0].message.content})
+    stored = export(session_server, sid).json()
+    assert stored["persona"] == "You are a gentle listener."
+    assert [(m["role"], m["content"]) for m in stored["messages"]] == [(m["role"], m["content"]) for m in history[1:]]
+
+
+def test_contradicting_history_is_409(alpha: openai.OpenAI) -> None:
+    sid = new_sid()
+    turn(alpha, sid, "First message.")
+    wrong = [
+        {"role": "user", "content": "Something I never said."},
+        {"role": "assistant", "content": "..."},
+        {"role": "user", "content": "Next."},
+    ]
+    with pytest.raises(openai.ConflictError) as info:
+        turn(alpha, sid, "", messages=wrong)
+    assert info.value.code == "session_conflict"
+
+
+def test_session_id_in_body_and_invalid_ids(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
+    sid = new_sid()
+    alpha.chat.completions.create(
+        model=TINY_MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2, extra_body={"session_id": sid}
+    )
+    assert export(session_server, sid).json()["turns"] == 1
+    with pytest.raises(openai.BadRequestError) as info:
+        turn(alpha, "bad id with spaces", "hi")
+    assert info.value.code == "invalid_session_id"
+    with pytest.raises(openai.BadRequestError):
+        turn(alpha, new_sid(), "hi", n=2)
+
+
+def test_concurrent_turns_leave_a_consistent_history(session_server: ServerProcess) -> None:
+    sid = new_sid()
+
+    async def run() -> list[int]:
+        client = openai.AsyncOpenAI(base_url=session_server.base_url, api_key=KEY_A, max_retries=0, timeout=60)
+
+        async def one(i: int) -> int:
+            try:
+                await client.chat.completions.create(
+                    model=TINY_MODEL,
+                    messages=[{"role": "user", "content": f"concurrent message {i}"}],
+                    max_tokens=4,
+                    extra_headers={"X-Session-Id": sid},
+                )
+                return 200
+            except openai.ConflictError as exc:
+                assert exc.code == "session_busy"
+                assert exc.response.headers["retry-after"]
+                return 409
+
+        statuses = await asyncio.gather(*(one(i) for i in range(12)))
+        await client.close()
+        return list(statuses)
+
+    statuses = asyncio.run(run())
+    ok = statuses.count(200)
+    assert ok >= 1 and set(statuses) <= {200, 409}
+    stored = export(session_server, sid).json()
+    messages = stored["messages"]
+    assert stored["turns"] == ok and len(messages) == 2 * ok
+    assert [m["role"] for m in messages] == ["user", "assistant"] * ok  # never interleaved
+    users = [m["content"] for m in messages[0::2]]
+    assert len(set(users)) == ok  # no duplicates
+
+
+def test_busy_session_answers_409_while_a_turn_streams(session_server: ServerProcess, alpha: openai.OpenAI) -> None:
+    sid = new_sid()
+    body = {
+        "model": TINY_MODEL,
+        "messages": [{"role": "user", "content": "tell me a long story"}],
+        "stream": True,
+        "max_tokens": 3500,
+        "ignore_eos": True,
+    }
+    headers = {"Authorization": f"Bearer {KEY_A}", "X-Session-Id": sid}
+    with httpx.stream("POST", f"{session_server.base_url}/chat/completions", json=body, headers=headers) as resp:
+        lines = resp.iter_lines()
+        next(lines)
+        started = time.monotonic()
+        with pytest.raises(openai.ConflictError) as info:
+            turn(alpha, sid, "are you there?")
+        assert info.value.code == "session_busy"
+        assert 0.4 <= time.monotonic() - started < 5  # waited briefly, then a clear answer
+        for _ in lines:  # let the long turn finish and commit
+            pass
+    assert export(session_server, sid).json()["turns"] == 1
+
+
+def test_disconnect_mid_stream_commits_nothing(session_server: ServerProcess, alpha: openai.OpenAI) -> None:
+    sid = new_sid()
+    turn(alpha, sid, "first turn")
+    body = {
+        "model": TINY_MODEL,
+        "messages": [{"role": "user", "content": "second turn, abandoned"}],
+        "stream": True,
+        "max_tokens": 3500,
+        "ignore_eos": True,
+    }
+    headers = {"Authorization": f"Bearer {KEY_A}", "X-Session-Id": sid}
+    with httpx.stream("POST", f"{session_server.base_url}/chat/completions", json=body, headers=headers) as resp:
+        lines = resp.iter_lines()
+        for line in lines:
+            if '"content":"' in line and '"content":""' not in line:
+                break
+    # the lock is released once the server notices; then the session continues as if the turn never happened
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            third = turn(alpha, sid, "third turn")
+            break
+        except openai.ConflictError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert third.model_extra["turn"] == 2
+    contents = [m["content"] for m in export(session_server, sid).json()["messages"][0::2]]
+    assert contents == ["first turn", "third turn"]
+
+
+def test_sliding_ttl_expiry(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
+    sid = new_sid()
+    turn(alpha, sid, "hello")
+    time.sleep(TTL_S / 2)
+    turn(alpha, sid, "still here")  # slides the expiry
+    time.sleep(TTL_S / 2 + 0.5)
+    assert export(session_server, sid).status_code == 200  # alive: the second turn refreshed it
+    time.sleep(TTL_S + 0.5)
+    gone = export(session_server, sid)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "session_not_found"
+
+
+def test_tenant_isolation(alpha: openai.OpenAI, beta: openai.OpenAI, session_server: ServerProcess) -> None:
+    sid = new_sid()
+    turn(alpha, sid, "alpha's private message")
+    assert export(session_server, sid, KEY_B).status_code == 404
+    deleted = httpx.delete(f"{session_server.base_url}/sessions/{sid}", headers={"Authorization": f"Bearer {KEY_B}"})
+    assert deleted.status_code == 404
+    theirs = turn(beta, sid, "beta's message")
+    assert theirs.model_extra["turn"] == 1  # beta got a fresh session of its own
+    mine = export(session_server, sid).json()
+    assert [m["content"] for m in mine["messages"][0::2]] == ["alpha's private message"]
+
+
+def test_delete_then_404(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
+    sid = new_sid()
+    turn(alpha, sid, "please forget this")
+    url = f"{session_server.base_url}/sessions/{sid}"
+    auth = {"Authorization": f"Bearer {KEY_A}"}
+    assert httpx.delete(url, headers=auth).status_code == 204
+    assert httpx.get(url, headers=auth).status_code == 404
+    assert httpx.delete(url, headers=auth).status_code == 404
+    assert turn(alpha, sid, "new start").model_extra["turn"] == 1
+
+
+def test_api_keys_required(session_server: ServerProcess) -> None:
+    client = openai.OpenAI(base_url=session_server.base_url, api_key="wrong-key-000000", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as info:
+        client.chat.completions.create(model=TINY_MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
+    missing = httpx.get(f"{session_server.base_url}/models")
+    assert missing.status_code == 401 and "API key" in missing.json()["error"]["message"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{session_server.root_url}/health").status_code == 200  # probes stay open
+
+
+def test_long_session_prompt_is_trimmed_but_history_kept(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
+    sid = new_sid()
+    paragraph = " ".join(["I keep thinking about everything that went wrong at work this year."] * 25)
+    prompts = []
+    for i in range(16):
+        reply = turn(alpha, sid, f"{i}: {paragraph}", max_tokens=4)
+        prompts.append(reply.usage.prompt_tokens)
+    assert max(prompts) < 4096  # never over the context, though the history is far longer
+    assert prompts[-1] < prompts[10] or min(prompts[10:]) < max(prompts)  # whole old turns were dropped
+    assert export(session_server, sid).json()["turns"] == 16  # nothing dropped from storage
+
+
+def test_store_metrics(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
+    turn(alpha, new_sid(), "count me")
+    text = httpx.get(f"{session_server.root_url}/metrics").text
+    assert 'sweetie_session_store_seconds_count{op="commit"}' in text
+    assert 'sweetie_session_store_seconds_count{op="lock"}' in text
+
+
+# ---- Redis stopped and restarted mid-test ----
+
+
+@pytest.fixture
+def outage_setup(
+    tiny_model_repo: Path, redis_server_factory: Callable[..., RedisServer], tmp_path: Path
+) -> Iterator[tuple[ServerProcess, RedisServer]]:
+    redis_server = redis_server_factory("--appendonly", "yes", "--appendfsync", "always")
+    server = ServerProcess(
+        ["--model-repo", str(tiny_model_repo), "--model", TINY_MODEL, "--kv-cache-gb", "1"],
+        tmp_path / "outage-server.log",
+        env={"SWEETIE_REDIS_URL": redis_server.url, "SWEETIE_REDIS_TIMEOUT_S": "0.5"},
+    ).start()
+    yield server, redis_server
+    server.stop()
+
+
+def test_redis_outage_fails_fast_and_recovers(outage_setup: tuple[ServerProcess, RedisServer]) -> None:
+    server, redis_server = outage_setup
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=30)
+    sid = new_sid()
+    first = turn(client, sid, "before the outage")
+    redis_server.stop()
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as info:
+        turn(client, sid, "during the outage")
+    assert time.monotonic() - started < 3  # bounded timeout, not a hang
+    assert info.value.status_code == 503
+    assert info.value.code == "session_store_unavailable"
+    assert int(info.value.response.headers["retry-after"]) >= 1
+    stateless = client.chat.completions.create(
+        model=TINY_MODEL, messages=[{"role": "user", "content": "no session"}], max_tokens=2
+    )
+    assert stateless.choices[0].finish_reason in {"stop", "length"}
+    redis_server.start()
+    second = turn(client, sid, "after the outage")
+    assert second.model_extra["turn"] == 2
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens
+    stored = httpx.get(f"{server.base_url}/sessions/{sid}").json()
+    assert [m["content"] for m in stored["messages"][0::2]] == ["before the outage", "after the outage"]
+    errors = httpx.get(f"{server.root_url}/metrics").text
+    assert "sweetie_session_store_errors_total" in errors
