@@ -73,6 +73,9 @@ class ChatCompletionRequest(BaseModel):
     """SweetieChat extension: continue this stored session (same as the ``X-Session-Id`` header)."""
     strategy: str | None = None
     """SweetieChat extension: the support strategy the reply must use (a catalogue name)."""
+    strategy_mode: Literal["off", "counselor", "model"] | None = None
+    """SweetieChat extension: override the model's strategy mode for this request (``model`` needs a fine-tuned
+    model whose manifest says ``model``)."""
     locale: str | None = None
     """SweetieChat extension: locale for crisis resources (e.g. ``en-US``, ``zh-CN``); detected when unset."""
 

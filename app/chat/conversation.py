@@ -7,9 +7,10 @@ only after the reply finished: an aborted or failed turn leaves the session as i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from app.chat.prompt import Turn
 from app.sessions.base import Role, SessionRecord, SessionStore, StoredMessage, TurnCommit, group_turns
@@ -42,7 +43,12 @@ class SessionTurn:
         return list(self.record.messages) if self.record else []
 
     async def commit(
-        self, reply: str, strategy: str | None, prompt_tokens: int, completion_tokens: int
+        self,
+        reply: str,
+        strategy: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        safety: Mapping[str, Any] | None = None,
     ) -> SessionRecord:
         persona_changed = self.persona is not None and (self.record is None or self.record.persona != self.persona)
         return await self.store.commit_turn(
@@ -56,6 +62,7 @@ class SessionTurn:
                 completion_tokens=completion_tokens,
                 expected_version=self.record.version if self.record else 0,
                 persona=self.persona if persona_changed else None,
+                safety=safety,
             ),
         )
 

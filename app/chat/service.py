@@ -165,6 +165,12 @@ class ChatService:
                 param="messages",
                 code="invalid_value",
             )
+        if request.strategy_mode == "model" and self.manifest.strategy_mode != "model":
+            raise InvalidRequestError(
+                "strategy_mode 'model' needs a fine-tuned model that writes strategy tags; use 'counselor' or 'off'.",
+                param="strategy_mode",
+                code="invalid_value",
+            )
         if request.strategy is None:
             return None
         name = self.catalogue.canonical(request.strategy)
@@ -212,7 +218,7 @@ class ChatService:
             text for role, text in (session.new_messages if session else messages[-1:]) if role == "user"
         )
         safety = self._screen(new_user_text, request.locale)
-        mode = self.manifest.strategy_mode
+        mode = request.strategy_mode or self.manifest.strategy_mode
         max_len = self.engine.max_model_len
         requested_max = request.requested_max_tokens
         reply_budget = requested_max or self.manifest.sampling.max_tokens
@@ -340,7 +346,8 @@ class ChatService:
         """Store the finished turn (sessions only). Raises ``SessionError`` if the store refuses or is down."""
         if chat.session is None:
             return
-        await chat.session.commit(reply, strategy, len(chat.prompt_ids), progress.completion_tokens)
+        safety = chat.safety.to_dict() if chat.safety is not None and chat.safety.level.value != "none" else None
+        await chat.session.commit(reply, strategy, len(chat.prompt_ids), progress.completion_tokens, safety)
 
     async def complete(self, chat: PreparedChat) -> ChatCompletionResponse:
         """Run to completion, commit the turn, and return one response."""

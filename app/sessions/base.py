@@ -158,7 +158,8 @@ class StoredMessage:
     """One stored chat message.
 
     ``created`` is the Unix time of the commit that stored it; ``strategy`` is the support strategy of an assistant
-    reply (None for user messages); ``tokens`` is the reply's completion token count (None when unknown).
+    reply (None for user messages); ``tokens`` is the reply's completion token count (None when unknown);
+    ``safety`` is the crisis screen's verdict on a user message (``{"level", "categories", "action"}``), if any.
     """
 
     role: Role
@@ -166,6 +167,7 @@ class StoredMessage:
     strategy: str | None = None
     created: float = 0.0
     tokens: int | None = None
+    safety: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, also the stored form in Redis."""
@@ -175,6 +177,7 @@ class StoredMessage:
             "strategy": self.strategy,
             "created": self.created,
             "tokens": self.tokens,
+            **({"safety": dict(self.safety)} if self.safety else {}),
         }
 
     @classmethod
@@ -183,7 +186,14 @@ class StoredMessage:
         role = data["role"]
         if role not in _ROLES:
             raise ValueError(f"stored message has unknown role {role!r}")
-        return cls(role, data["content"], data.get("strategy"), data.get("created", 0.0), data.get("tokens"))
+        return cls(
+            role,
+            data["content"],
+            data.get("strategy"),
+            data.get("created", 0.0),
+            data.get("tokens"),
+            data.get("safety"),
+        )
 
 
 def group_turns(messages: Sequence[StoredMessage]) -> list[list[StoredMessage]]:
@@ -269,6 +279,8 @@ class TurnCommit:
     completion_tokens: int = 0
     expected_version: int
     persona: str | None = None
+    safety: Mapping[str, Any] | None = None
+    """The crisis screen's verdict on the turn's newest user message; stored on that message."""
 
     def __post_init__(self) -> None:
         if not self.messages:
@@ -286,6 +298,8 @@ class TurnCommit:
     def to_turns(self, now: float) -> list[list[StoredMessage]]:
         """The stored messages this commit adds, grouped into whole turns (the reply closes the last one)."""
         stored = [StoredMessage(role=role, content=content, created=now) for role, content in self.messages]
+        if self.safety:
+            stored[-1] = StoredMessage(role="user", content=stored[-1].content, created=now, safety=self.safety)
         stored.append(
             StoredMessage(
                 role="assistant",

@@ -337,3 +337,13 @@ def test_redis_outage_fails_fast_and_recovers(outage_setup: tuple[ServerProcess,
     assert [m["content"] for m in stored["messages"][0::2]] == ["before the outage", "after the outage"]
     errors = httpx.get(f"{server.root_url}/metrics").text
     assert "sweetie_session_store_errors_total" in errors
+
+
+def test_strategy_and_safety_are_stored_in_the_session(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
+    sid = new_sid()
+    turn(alpha, sid, "I want to kill myself, I have a plan.", extra_body={"strategy": "Question", "locale": "en-US"})
+    stored = export(session_server, sid).json()
+    user, assistant = stored["messages"]
+    assert user["safety"]["level"] == "high"
+    assert assistant["strategy"] == "Question"
+    assert "988" in assistant["content"]  # what the person saw, framing included

@@ -1,0 +1,86 @@
+"""SweetieChat behaviours through the official OpenAI SDK: safety and strategy extensions, stream and non-stream."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.conftest import TINY_MODEL
+from tests.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+RISKY = "I have the pills ready and I want to end my life tonight."
+RISKY_ZH = "我真的不想活了，今晚就想结束这一切。"
+
+
+@pytest.fixture(scope="module")
+def client(tiny_server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=tiny_server.base_url, api_key="unused", max_retries=0, timeout=60)
+
+
+def test_high_risk_reply_is_framed_with_resources(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": RISKY}]
+    reply = client.chat.completions.create(
+        model=TINY_MODEL, messages=messages, max_tokens=8, extra_body={"locale": "en-US"}
+    )
+    safety = reply.model_extra["safety"]
+    assert safety["level"] == "high" and "suicide" in safety["categories"] and safety["action"] == "frame"
+    assert "988" in (reply.choices[0].message.content or "")  # en-US crisis line in the framing
+    generic = client.chat.completions.create(model=TINY_MODEL, messages=messages, max_tokens=8)
+    assert "emergency" in (generic.choices[0].message.content or "")  # no locale: the international fallback
+
+
+def test_high_risk_chinese_gets_chinese_resources_in_stream(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=TINY_MODEL, messages=[{"role": "user", "content": RISKY_ZH}], max_tokens=8, stream=True
+        )
+    )
+    assert chunks[0].model_extra["safety"]["level"] == "high"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    first_text = next(c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content)
+    assert "400-161-9995" in first_text or "010-82951332" in first_text  # framing comes before the model's tokens
+    assert text.startswith(first_text)
+
+
+def test_safe_and_idiomatic_messages_are_not_flagged(client: openai.OpenAI) -> None:
+    for text in ("This exam is killing me, I'm so tired.", "累死了，今天加班到十点。"):
+        reply = client.chat.completions.create(
+            model=TINY_MODEL, messages=[{"role": "user", "content": text}], max_tokens=4
+        )
+        assert reply.model_extra["safety"] == {"level": "none", "categories": [], "action": "none"}
+
+
+def test_requested_strategy_is_honoured_stream_and_non_stream(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "My dog died last week."}]
+    reply = client.chat.completions.create(
+        model=TINY_MODEL, messages=messages, max_tokens=6, extra_body={"strategy": "Reflection of feelings"}
+    )
+    assert reply.choices[0].message.model_extra["strategy"] == "Reflection of feelings"
+    chunks = list(
+        client.chat.completions.create(
+            model=TINY_MODEL, messages=messages, max_tokens=6, stream=True, extra_body={"strategy": "question"}
+        )
+    )
+    assert chunks[0].choices[0].delta.model_extra["strategy"] == "Question"
+
+
+def test_unknown_strategy_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=TINY_MODEL, messages=[{"role": "user", "content": "hi"}], extra_body={"strategy": "Hugging"}
+        )
+    assert info.value.param == "strategy" and "Providing Suggestions" in info.value.message
+
+
+def test_counselor_mode_picks_a_catalogue_strategy_on_tiny_model(client: openai.OpenAI) -> None:
+    from training.strategies import load_catalogue
+
+    reply = client.chat.completions.create(
+        model=TINY_MODEL,
+        messages=[{"role": "user", "content": "I can't stop worrying about my exams."}],
+        max_tokens=4,
+        extra_body={"strategy_mode": "counselor"},
+    )
+    assert reply.choices[0].message.model_extra["strategy"] in load_catalogue().names
