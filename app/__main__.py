@@ -33,7 +33,6 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     overrides = parse_args(argv)
-    import uvicorn
     from pydantic import ValidationError
 
     from app.config import Settings
@@ -41,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     from app.materialize import ModelSourceError
     from app.observability import configure_logging
     from app.server import build_app, load_components
+    from app.serving import serve
 
     try:
         settings = Settings(**overrides)
@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     app = build_app(settings, components)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=30
-    )
+    serve(app, settings.host, settings.port, settings.drain_grace_s)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     max_messages: int = Field(512, ge=1, description="Most messages accepted in one request (400 beyond).")
     max_n: int = Field(8, ge=1, le=128, description="Largest `n` (choices per request) accepted.")
 
+    max_inflight: int | None = Field(
+        None, ge=1, description="Most generations at once (default: the engine's max_num_seqs); more wait in a queue."
+    )
+    max_queued: int | None = Field(None, ge=0, description="Most requests waiting for a slot (default: max_inflight).")
+    queue_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a slot before a 429.")
+    drain_grace_s: float = Field(30.0, ge=0, description="On SIGTERM: how long in-flight streams may finish.")
+
     redis_url: str | None = Field(
         None, description="Session store, e.g. redis://redis:6379/0. Unset: in-process store (one replica only)."
     )

@@ -91,3 +91,7 @@ def observe_store_op(op: str, seconds: float, ok: bool) -> None:
     STORE_LATENCY.labels(op=op).observe(seconds)
     if not ok:
         STORE_ERRORS.labels(op=op).inc()
+
+
+QUEUED = Gauge("sweetie_queued_requests", "Requests waiting for a generation slot (admission control).")
+REJECTED = Counter("sweetie_rejected_requests", "Requests refused before generation, by reason.", ["reason"])

@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from app.api import chat, health, models, sessions
 from app.api.auth import ApiKeyMiddleware, parse_api_keys
 from app.api.errors import install_error_handlers
-from app.api.middleware import RequestContextMiddleware
+from app.api.middleware import DrainGate, RequestContextMiddleware
+from app.chat.admission import Admission
 from app.chat.prompt import PromptBuilder, load_tokenizer
 from app.chat.safety import LexicalSafetyScreen, SafetyPolicy
 from app.chat.service import ChatOptions, ChatService
@@ -85,6 +86,12 @@ def build_chat_service(settings: Settings, parts: Components, store: SessionStor
         session_lock_ttl_s=settings.session_lock_ttl_s,
         session_block_turns=settings.session_block_turns,
     )
+    max_inflight = settings.max_inflight or parts.manifest.engine.max_num_seqs
+    admission = Admission(
+        max_inflight=max_inflight,
+        max_queued=max_inflight if settings.max_queued is None else settings.max_queued,
+        queue_timeout_s=settings.queue_timeout_s,
+    )
     policy = (
         SafetyPolicy.from_yaml(settings.safety_policy_file) if settings.safety_policy_file else SafetyPolicy.default()
     )
@@ -97,6 +104,7 @@ def build_chat_service(settings: Settings, parts: Components, store: SessionStor
         catalogue=load_catalogue(settings.strategies_file),
         screen=LexicalSafetyScreen(),
         safety_policy=policy,
+        admission=admission,
     )
 
 
@@ -120,7 +128,6 @@ def build_app(settings: Settings, components: Components | None = None) -> FastA
         parts = components or load_components(settings)
         store = build_store(settings)
         app.state.chat = build_chat_service(settings, parts, store)
-        app.state.draining = False
         await _check_store(store, settings)
         if not api_keys:
             log.warning("open_dev_mode", detail="no API keys configured: /v1 is open and all callers share a tenant")
@@ -128,7 +135,7 @@ def build_app(settings: Settings, components: Components | None = None) -> FastA
         try:
             yield
         finally:
-            app.state.draining = True
+            app.state.chat.admission.draining = True
             await store.close()
             await parts.engine.close()
             log.info("stopped")
@@ -144,6 +151,7 @@ def build_app(settings: Settings, components: Components | None = None) -> FastA
     app.include_router(models.router)
     app.include_router(sessions.router)
     app.include_router(health.router)
+    app.add_middleware(DrainGate)
     app.add_middleware(ApiKeyMiddleware, keys=api_keys)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     return app

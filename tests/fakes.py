@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,8 +26,14 @@ class FakeTokenizer:
 class FakeEngine:
     """Streams the given pieces for each choice; optionally fails after ``fail_after`` steps."""
 
-    def __init__(self, pieces: list[str], *, max_model_len: int = 256, fail_after: int | None = None) -> None:
+    def __init__(
+        self, pieces: list[str], *, max_model_len: int = 256, fail_after: int | None = None, hold: bool = False
+    ) -> None:
+        """``hold``: every generation waits after its first piece until :meth:`release` (thread-safe)."""
         self.pieces = pieces
+        self._gate = threading.Event()
+        if not hold:
+            self._gate.set()
         self._max_model_len = max_model_len
         self.fail_after = fail_after
         self.ready = True
@@ -55,6 +63,11 @@ class FakeEngine:
                 raise EngineError("boom")
             last = step == len(self.pieces) - 1
             yield [ChoiceDelta(i, piece, 1, "stop" if last else None) for i in range(params.n)]
+            while not self._gate.is_set():
+                await asyncio.sleep(0.01)
+
+    def release(self) -> None:
+        self._gate.set()
 
     async def close(self) -> None:
         return None

@@ -7,12 +7,11 @@ configured the server runs in open dev mode (one shared tenant) and says so at s
 from __future__ import annotations
 
 import hmac
-import json
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import APIError
+from app.api.errors import APIError, send_error
 
 OPEN_TENANT = "public"
 
@@ -90,17 +89,5 @@ class ApiKeyMiddleware:
             if has_header
             else "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
         )
-        error = APIError(message, status_code=401, code="invalid_api_key")
-        body = json.dumps(error.body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        error = APIError(message, status_code=401, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        await send_error(send, error)

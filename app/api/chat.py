@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from app.api.deps import CallerDep, ChatServiceDep
 from app.api.protocol import ChatCompletionRequest, ChatCompletionResponse, ErrorResponse
@@ -27,6 +28,7 @@ async def create_chat_completion(
 ) -> JSONResponse | EventSourceResponse:
     chat = await service.prepare(body, caller)
     if body.stream:
-        return EventSourceResponse(service.stream(chat), ping=15, sep="\n")
+        # The background task frees the slot and session lock even if the stream never started (client gone).
+        return EventSourceResponse(service.stream(chat), ping=15, sep="\n", background=BackgroundTask(chat.close))
     response = await service.complete(chat)
     return JSONResponse(response.model_dump(exclude_none=True))

@@ -6,6 +6,7 @@ says what was wrong and which parameter; unexpected failures are a 500 with no t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import structlog
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from app.api.protocol import ErrorInfo, ErrorResponse
 from app.sessions.base import (
@@ -117,6 +119,15 @@ def session_error(exc: SessionError) -> APIError:
             code="session_store_unavailable",
         )
     return APIError("Session error.", status_code=500, code="session_error")
+
+
+async def send_error(send: Send, error: APIError) -> None:
+    """Send ``error`` as a complete response from pure-ASGI middleware."""
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(error: APIError) -> JSONResponse:

@@ -23,7 +23,7 @@ async def health(request: Request) -> JSONResponse:
 async def ready(request: Request) -> JSONResponse:
     """Readiness: the engine is loaded and accepting, and the server is not draining."""
     service = getattr(request.app.state, "chat", None)
-    draining = bool(getattr(request.app.state, "draining", False))
+    draining = service is not None and service.admission.draining
     if service is None or not service.engine.is_ready:
         return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "5"})
     if draining:

@@ -13,8 +13,8 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import APIError
-from app.observability import REQUEST_LATENCY, REQUEST_LOG, REQUESTS
+from app.api.errors import APIError, ServiceUnavailableError, send_error
+from app.observability import REJECTED, REQUEST_LATENCY, REQUEST_LOG, REQUESTS
 
 log = structlog.get_logger("app.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -86,35 +86,34 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge()
+                    raise _BodyTooLarge(limit)
             return message
 
         return wrapped
 
     async def _reject_too_large(self, send: Send) -> None:
-        error = APIError(
-            f"Request body too large: the limit is {self.max_body_bytes} bytes.",
-            status_code=413,
-            code="request_too_large",
-        )
-        import json
-
-        body = json.dumps(error.body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        REJECTED.labels(reason="body_too_large").inc()
+        await send_error(send, _BodyTooLarge(self.max_body_bytes))
 
 
 class _BodyTooLarge(APIError):
     status_code = 413
 
-    def __init__(self) -> None:
-        super().__init__("Request body too large.", code="request_too_large")
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
+
+
+class DrainGate:
+    """While the server drains, new ``/v1`` requests get a 503 (in-flight ones carry on)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = getattr(scope["app"].state, "chat", None) if "app" in scope else None
+        path = str(scope.get("path", ""))
+        if scope["type"] == "http" and path.startswith("/v1/") and service is not None and service.admission.draining:
+            REJECTED.labels(reason="draining").inc()
+            await send_error(send, ServiceUnavailableError("The server is shutting down; retry on another replica."))
+            return
+        await self.app(scope, receive, send)

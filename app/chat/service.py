@@ -31,6 +31,7 @@ from app.api.protocol import (
     UsageInfo,
     completion_id,
 )
+from app.chat.admission import Admission, Slot
 from app.chat.conversation import SessionTurn, open_session, session_prompt_turns
 from app.chat.prompt import PromptBuilder, Turn
 from app.chat.safety import SafetyDecision, SafetyPolicy, SafetyScreen
@@ -88,6 +89,14 @@ class PreparedChat:
     parse_tags: bool = False
     safety: SafetyDecision | None = None
     session: SessionTurn | None = None
+    slot: Slot | None = None
+
+    async def close(self) -> None:
+        """Give back the generation slot and the session lock (idempotent; runs however the request ended)."""
+        if self.slot is not None:
+            self.slot.release()
+        if self.session is not None:
+            await self.session.release()
 
     def extensions(self) -> dict[str, object]:
         """Top-level SweetieChat fields of responses and chunks."""
@@ -124,6 +133,7 @@ class ChatService:
         catalogue: StrategyCatalogue,
         screen: SafetyScreen,
         safety_policy: SafetyPolicy,
+        admission: Admission,
     ) -> None:
         self.engine = engine
         self.prompts = prompts
@@ -133,6 +143,7 @@ class ChatService:
         self.catalogue = catalogue
         self.screen = screen
         self.safety_policy = safety_policy
+        self.admission = admission
 
     @property
     def model_name(self) -> str:
@@ -189,22 +200,26 @@ class ChatService:
         messages: list[tuple[str, str]] = [
             ("system" if m.role == "developer" else m.role, m.text) for m in request.messages
         ]
+        slot = await self.admission.acquire()
         session: SessionTurn | None = None
-        if session_id is not None:
-            session = await open_session(
-                self.store,
-                caller.tenant,
-                session_id,
-                messages,
-                wait_s=self.options.session_lock_wait_s,
-                ttl_s=self.options.session_lock_ttl_s,
-            )
         try:
-            return await self._build(request, caller, messages, session, requested)
+            if session_id is not None:
+                session = await open_session(
+                    self.store,
+                    caller.tenant,
+                    session_id,
+                    messages,
+                    wait_s=self.options.session_lock_wait_s,
+                    ttl_s=self.options.session_lock_ttl_s,
+                )
+            chat = await self._build(request, caller, messages, session, requested)
         except BaseException:
+            slot.release()
             if session is not None:
                 await session.release()
             raise
+        chat.slot = slot
+        return chat
 
     async def _build(
         self,
@@ -389,8 +404,7 @@ class ChatService:
                 safety=SafetyInfo.model_validate(extensions["safety"]) if "safety" in extensions else None,
             )
         finally:
-            if chat.session is not None:
-                await chat.session.release()
+            await chat.close()
 
     async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
         """Yield SSE ``data`` payloads: chunks, in-band errors, then ``[DONE]``; commit the turn before ``[DONE]``."""
@@ -398,8 +412,7 @@ class ChatService:
             async for payload in self._stream(chat):
                 yield payload
         finally:
-            if chat.session is not None:
-                await chat.session.release()
+            await chat.close()
 
     async def _stream(self, chat: PreparedChat) -> AsyncIterator[str]:
         cid, created = completion_id(), int(time.time())

@@ -1,0 +1,55 @@
+"""Run uvicorn with a graceful drain.
+
+On the first SIGTERM/SIGINT: ``/ready`` answers 503 at once and new ``/v1`` requests get 503, while in-flight
+generations finish, for at most ``drain_grace_s`` seconds. Then uvicorn shuts down normally: the lifespan closes the
+session store and the engine, and the process exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import time
+from types import FrameType
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from app.chat.service import ChatService
+
+log = structlog.get_logger("app.serving")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain phase before its own shutdown."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float) -> None:
+        super().__init__(config)
+        self.fastapi_app = app
+        self.grace_s = grace_s
+        self.drain_started: float | None = None
+
+    def _service(self) -> ChatService | None:
+        return getattr(self.fastapi_app.state, "chat", None)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        service = self._service()
+        if self.drain_started is not None or service is None:
+            super().handle_exit(sig, frame)  # second signal, or nothing to drain: stop now
+            return
+        self.drain_started = time.monotonic()
+        service.admission.draining = True
+        log.info("draining", in_flight=service.admission.busy, grace_s=self.grace_s)
+
+    async def on_tick(self, counter: int) -> bool:
+        service = self._service()
+        if self.drain_started is not None and not self.should_exit and service is not None:
+            waited = time.monotonic() - self.drain_started
+            if service.admission.busy == 0 or waited >= self.grace_s:
+                log.info("drained", left_in_flight=service.admission.busy, waited_s=round(waited, 2))
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def serve(app: FastAPI, host: str, port: int, grace_s: float) -> None:
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    DrainingServer(config, app, grace_s).run()
