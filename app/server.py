@@ -85,6 +85,7 @@ def build_chat_service(settings: Settings, parts: Components, store: SessionStor
         session_lock_wait_s=settings.session_lock_wait_s,
         session_lock_ttl_s=settings.session_lock_ttl_s,
         session_block_turns=settings.session_block_turns,
+        log_content=settings.log_content,
     )
     max_inflight = settings.max_inflight or parts.manifest.engine.max_num_seqs
     admission = Admission(

@@ -65,6 +65,8 @@ class ChatOptions:
     session_lock_wait_s: float = 2.0
     session_lock_ttl_s: float = 300.0
     session_block_turns: int = 4
+    log_content: bool = False
+    """Put the new user text and the reply in the canonical log line (operators only; off by default)."""
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,8 @@ class ChatService:
 
     async def _commit(self, chat: PreparedChat, reply: str, strategy: str | None, progress: _Progress) -> None:
         """Store the finished turn (sessions only). Raises ``SessionError`` if the store refuses or is down."""
+        if self.options.log_content:
+            annotate(user_text=chat.request.messages[-1].text, reply_text=reply)
         if chat.session is None:
             return
         safety = chat.safety.to_dict() if chat.safety is not None and chat.safety.level.value != "none" else None

@@ -110,3 +110,13 @@ def test_too_many_messages_is_400() -> None:
 def test_openapi_schema_is_served(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert "/v1/chat/completions" in schema["paths"]
+
+
+def test_conversation_text_only_logged_when_operator_enables_it(capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "my very private sadness"
+    for client in make_client(FakeEngine(["ok"])):
+        client.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": secret}]})
+    assert secret not in capsys.readouterr().out
+    for client in make_client(FakeEngine(["ok"]), log_content=True):
+        client.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": secret}]})
+    assert secret in capsys.readouterr().out
