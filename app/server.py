@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from app.api import chat, health, models, sessions
 from app.api.auth import ApiKeyMiddleware, parse_api_keys
@@ -120,6 +122,17 @@ async def _check_store(store: SessionStore, settings: Settings) -> None:
         log.warning("session_store_unreachable", detail="session requests get 503 until Redis answers")
 
 
+def openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, minus its default 422 responses: validation errors here are OpenAI-style 400s."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def build_app(settings: Settings, components: Components | None = None) -> FastAPI:
     """Create the FastAPI app; the lifespan starts and stops the engine and the session store."""
     api_keys = parse_api_keys(settings.api_keys, settings.api_keys_file)
@@ -148,6 +161,7 @@ def build_app(settings: Settings, components: Components | None = None) -> FastA
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(sessions.router)

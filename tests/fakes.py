@@ -7,7 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from app.engine.base import ChoiceDelta, EngineError, GenerationParams
+from app.engine.base import ChoiceDelta, EngineError, GenerationParams, InvalidParamsError
 
 
 class FakeTokenizer:
@@ -53,6 +53,10 @@ class FakeEngine:
 
     def num_unfinished_requests(self) -> int:
         return 0
+
+    def check(self, params: GenerationParams) -> None:
+        if params.n > 1 and params.temperature == 0:
+            raise InvalidParamsError("n must be 1 when using greedy sampling")
 
     async def generate(
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str

@@ -130,8 +130,15 @@ async def send_error(send: Send, error: APIError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """Error bodies may echo client input; ASCII escapes keep any such input from breaking the response."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+    return _AsciiJSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
 
 
 _TYPE_SEGMENTS = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
@@ -140,7 +147,7 @@ _TYPE_SEGMENTS = {"str", "int", "float", "bool", "list", "dict", "none", "litera
 def _param_from_loc(loc: tuple[int | str, ...]) -> str | None:
     """``('body', 'messages', 0, 'role')`` -> ``messages[0].role``; union-branch names are dropped."""
     parts: list[str] = []
-    for segment in loc[1:] if loc and loc[0] == "body" else loc:
+    for segment in loc[1:] if loc and loc[0] in {"body", "path", "query", "header"} else loc:
         if isinstance(segment, int):
             parts.append(f"[{segment}]")
             continue
@@ -161,7 +168,7 @@ def validation_error(exc: RequestValidationError) -> APIError:
             "We could not parse the JSON body of your request. The body must be a valid JSON object.",
             code="invalid_json",
         )
-    if kind in {"model_attributes_type", "dict_type"} and param is None:
+    if kind in {"model_attributes_type", "dict_type", "missing"} and param is None:
         return InvalidRequestError("The request body must be a JSON object.", code="invalid_type")
     if kind == "missing":
         return InvalidRequestError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from app.observability import ENGINE_UNFINISHED
@@ -31,7 +31,7 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": service.model_name})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
     service = getattr(request.app.state, "chat", None)
     if service is not None:

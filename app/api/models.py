@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from app.api.deps import ChatServiceDep
 from app.api.errors import ModelNotFoundError
-from app.api.protocol import ModelCard, ModelList
+from app.api.protocol import ErrorResponse, ModelCard, ModelList
 
 router = APIRouter()
 _STARTED = int(time.time())
@@ -18,12 +18,16 @@ def _card(service: ChatServiceDep) -> ModelCard:
     return ModelCard(id=service.model_name, created=_STARTED, max_model_len=service.engine.max_model_len)
 
 
-@router.get("/v1/models", response_model=ModelList)
+@router.get("/v1/models", response_model=ModelList, responses={401: {"model": ErrorResponse}})
 async def list_models(service: ChatServiceDep) -> ModelList:
     return ModelList(data=[_card(service)])
 
 
-@router.get("/v1/models/{model:path}", response_model=ModelCard)
+@router.get(
+    "/v1/models/{model:path}",
+    response_model=ModelCard,
+    responses={404: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
+)
 async def retrieve_model(model: str, service: ChatServiceDep) -> ModelCard:
     if model != service.model_name:
         raise ModelNotFoundError(model)

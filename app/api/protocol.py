@@ -11,10 +11,25 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from app.engine.base import GenerationParams
 from app.manifest import SamplingDefaults
+
+
+def _valid_utf8(value: str) -> str:
+    """Reject strings that cannot be encoded (lone UTF-16 surrogates from ``\\ud800``-style JSON escapes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains an invalid character (a lone UTF-16 surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_utf8)]
+"""A string that is valid Unicode text (every request string goes through this)."""
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class TextContentPart(BaseModel):
@@ -23,7 +38,7 @@ class TextContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
@@ -32,8 +47,8 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextContentPart]
-    name: str | None = None
+    content: Text | list[TextContentPart]
+    name: Text | None = None
 
     @property
     def text(self) -> str:
@@ -45,7 +60,7 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -54,38 +69,34 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    model: str
-    stream: bool = False
+    model: Text
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[int | None, Field(ge=1)] = None
     max_completion_tokens: Annotated[int | None, Field(ge=1)] = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
     top_p: Annotated[float | None, Field(gt=0.0, le=1.0)] = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = None
+    stop: (
+        Annotated[Text, Field(min_length=1)]
+        | Annotated[list[Annotated[Text, Field(min_length=1)]], Field(max_length=4)]
+        | None
+    ) = None
+    seed: Annotated[int | None, Field(ge=INT64_MIN, le=INT64_MAX)] = None
     n: Annotated[int, Field(ge=1)] = 1
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    user: str | None = None
-    ignore_eos: bool = False
+    user: Text | None = None
+    ignore_eos: StrictBool = False
     """vLLM-compatible extension: keep generating past the end-of-sequence token (load tests, benchmarks)."""
-    session_id: str | None = None
+    session_id: Annotated[Text, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
     """SweetieChat extension: continue this stored session (same as the ``X-Session-Id`` header)."""
-    strategy: str | None = None
+    strategy: Text | None = None
     """SweetieChat extension: the support strategy the reply must use (a catalogue name)."""
     strategy_mode: Literal["off", "counselor", "model"] | None = None
     """SweetieChat extension: override the model's strategy mode for this request (``model`` needs a fine-tuned
     model whose manifest says ``model``)."""
-    locale: str | None = None
+    locale: Annotated[Text, Field(max_length=35)] | None = None
     """SweetieChat extension: locale for crisis resources (e.g. ``en-US``, ``zh-CN``); detected when unset."""
-
-    @field_validator("stop")
-    @classmethod
-    def _no_empty_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        items = [value] if isinstance(value, str) else value or []
-        if any(item == "" for item in items):
-            raise ValueError("stop sequences must be non-empty strings")
-        return value
 
     @property
     def include_usage(self) -> bool:
@@ -156,7 +167,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatCompletionChoice]
     usage: UsageInfo
-    session_id: str | None = None
+    session_id: Annotated[Text, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
     """SweetieChat extension: the session this turn belongs to (omitted for stateless requests)."""
     turn: int | None = None
     """SweetieChat extension: this turn's number in the session."""
@@ -183,7 +194,7 @@ class ChatCompletionStreamResponse(BaseModel):
     model: str
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
-    session_id: str | None = None
+    session_id: Annotated[Text, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
     turn: int | None = None
     safety: SafetyInfo | None = None
 

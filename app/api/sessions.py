@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 
 from app.api.deps import ChatServiceDep, TenantDep
 from app.api.errors import NotFoundError
-from app.sessions.base import validate_session_id
+from app.api.protocol import ErrorResponse
 
 router = APIRouter()
+SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="The session id.")]
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 404, 503)}
 
 
 def _not_found(session_id: str) -> NotFoundError:
@@ -19,20 +21,18 @@ def _not_found(session_id: str) -> NotFoundError:
     )
 
 
-@router.get("/v1/sessions/{session_id}")
-async def export_session(session_id: str, service: ChatServiceDep, tenant: TenantDep) -> dict[str, Any]:
+@router.get("/v1/sessions/{session_id}", responses=_ERRORS)
+async def export_session(session_id: SessionId, service: ChatServiceDep, tenant: TenantDep) -> dict[str, Any]:
     """The stored session: persona, messages (with strategies), turns, created/updated, usage."""
-    validate_session_id(session_id)
     record = await service.store.get(tenant, session_id)
     if record is None:
         raise _not_found(session_id)
     return {"object": "session", **record.to_dict()}
 
 
-@router.delete("/v1/sessions/{session_id}", status_code=204, response_class=Response)
-async def delete_session(session_id: str, service: ChatServiceDep, tenant: TenantDep) -> Response:
+@router.delete("/v1/sessions/{session_id}", status_code=204, response_class=Response, responses=_ERRORS)
+async def delete_session(session_id: SessionId, service: ChatServiceDep, tenant: TenantDep) -> Response:
     """Erase the session now; a second delete (or any later read) is a 404."""
-    validate_session_id(session_id)
     if not await service.store.delete(tenant, session_id):
         raise _not_found(session_id)
     return Response(status_code=204)

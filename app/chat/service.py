@@ -36,7 +36,7 @@ from app.chat.conversation import SessionTurn, open_session, session_prompt_turn
 from app.chat.prompt import PromptBuilder, Turn
 from app.chat.safety import SafetyDecision, SafetyPolicy, SafetyScreen
 from app.chat.strategy import TagStripper, counselor_prompt, split_tag, strategy_instruction
-from app.engine.base import ChoiceDelta, Engine, EngineError, GenerationParams
+from app.engine.base import ChoiceDelta, Engine, EngineError, GenerationParams, InvalidParamsError
 from app.manifest import Manifest
 from app.observability import (
     ABORTED,
@@ -272,6 +272,11 @@ class ChatService:
                 code="context_length_exceeded",
             )
         max_tokens = requested_max or min(self.manifest.sampling.max_tokens, max_len - prompt_len)
+        params = request.to_generation_params(self.manifest.sampling, max_tokens)
+        try:
+            self.engine.check(params)
+        except InvalidParamsError as exc:
+            raise InvalidRequestError(f"Invalid sampling parameters: {exc}", code="invalid_value") from exc
         annotate(
             model=request.model,
             stream=request.stream,
@@ -286,7 +291,7 @@ class ChatService:
             request=request,
             request_id=caller.request_id,
             prompt_ids=prompt_ids,
-            params=request.to_generation_params(self.manifest.sampling, max_tokens),
+            params=params,
             strategy=strategy,
             parse_tags=mode == "model" and not prefill,
             safety=safety,
@@ -380,6 +385,8 @@ class ChatService:
                     for d in deltas:
                         texts[d.index] += d.text
                         finish[d.index] = d.finish_reason or finish[d.index]
+            except InvalidParamsError as exc:
+                raise InvalidRequestError(f"Invalid sampling parameters: {exc}", code="invalid_value") from exc
             except EngineError as exc:
                 raise EngineFailureError("The model failed while generating a reply; please retry.") from exc
             choices = []
@@ -490,6 +497,11 @@ class ChatService:
                 yield error_event("The reply was not saved to the session; resend this turn.", "session_commit_failed")
             if include_usage:
                 yield chunk([], self._usage(chat, progress))
+        except InvalidParamsError as exc:
+            error = ErrorInfo(
+                message=f"Invalid sampling parameters: {exc}", type="invalid_request_error", code="invalid_value"
+            )
+            yield ErrorResponse(error=error).model_dump_json()
         except EngineError:
             yield error_event("The model failed while generating a reply; please retry.", "engine_error")
         yield DONE

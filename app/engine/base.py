@@ -15,6 +15,10 @@ class EngineError(Exception):
     """The engine failed while serving a request (not the client's fault)."""
 
 
+class InvalidParamsError(ValueError):
+    """The engine refuses these sampling parameters (the client's fault: a 400 before anything is generated)."""
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """Engine-neutral sampling parameters for one request."""
@@ -61,6 +65,10 @@ class Engine(Protocol):
 
     def num_unfinished_requests(self) -> int:
         """Requests the engine is still working on (running or waiting); aborted ones leave at once."""
+        ...
+
+    def check(self, params: GenerationParams) -> None:
+        """Raise :class:`InvalidParamsError` if the engine would refuse ``params``."""
         ...
 
     def generate(

@@ -10,7 +10,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from app.engine.base import ChoiceDelta, EngineError, GenerationParams
+from app.engine.base import ChoiceDelta, EngineError, GenerationParams, InvalidParamsError
 from app.manifest import EngineConfig
 
 if TYPE_CHECKING:
@@ -86,26 +86,38 @@ class VllmEngine:
     def num_unfinished_requests(self) -> int:
         return int(self._llm.get_num_unfinished_requests())
 
+    def check(self, params: GenerationParams) -> None:
+        self._sampling_params(params)
+
+    def _sampling_params(self, params: GenerationParams) -> Any:
+        from vllm.exceptions import VLLMClientError
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
+
+        try:
+            return SamplingParams(
+                n=params.n,
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                seed=params.seed,
+                stop=list(params.stop) or None,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+                repetition_penalty=params.repetition_penalty,
+                ignore_eos=params.ignore_eos,
+                output_kind=RequestOutputKind.DELTA,
+                structured_outputs=StructuredOutputsParams(choice=list(params.choices)) if params.choices else None,
+            )
+        except (ValueError, VLLMClientError) as exc:  # vLLM's validation messages name parameters, not user text
+            raise InvalidParamsError(str(exc)) from exc
+
     async def generate(
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str
     ) -> AsyncIterator[list[ChoiceDelta]]:
+        from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
-        sampling = SamplingParams(
-            n=params.n,
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            seed=params.seed,
-            stop=list(params.stop) or None,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            repetition_penalty=params.repetition_penalty,
-            ignore_eos=params.ignore_eos,
-            output_kind=RequestOutputKind.DELTA,
-            structured_outputs=StructuredOutputsParams(choice=list(params.choices)) if params.choices else None,
-        )
+        sampling = self._sampling_params(params)
         stream = self._llm.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), sampling, request_id)
         try:
             async for output in stream:
@@ -118,6 +130,8 @@ class VllmEngine:
                     )
                     for choice in output.outputs
                 ]
+        except VLLMClientError as exc:  # refused at admission into the engine (e.g. per-model limits)
+            raise InvalidParamsError(str(exc)) from exc
         except Exception as exc:  # CancelledError/GeneratorExit are BaseExceptions and pass through
             raise EngineError(f"engine failed: {type(exc).__name__}") from exc
         finally:
