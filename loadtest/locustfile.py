@@ -17,7 +17,9 @@ A request fails on a non-200 status, an in-band error event, a stream that ends 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless -u 16 -r 4 -t 2m --csv out/run
 
 Environment: ``SWEETIE_MODEL`` (default ``sweetiechat``), ``SWEETIE_MAX_TOKENS`` (64), ``SWEETIE_THINK_MIN`` /
-``SWEETIE_THINK_MAX`` (seconds between turns, 1 and 3), ``SWEETIE_API_KEY`` (sent as a bearer token when set).
+``SWEETIE_THINK_MAX`` (seconds between turns, 1 and 3), ``SWEETIE_API_KEY`` (sent as a bearer token when set),
+``SWEETIE_LEDGER`` (a file: each turn the server confirmed is appended as a JSON line ``{"session_id", "turn",
+"message"}``, so a soak test can check afterwards that no committed turn was lost).
 See loadtest/README.md.
 """
 
@@ -40,6 +42,7 @@ MAX_TOKENS = int(os.environ.get("SWEETIE_MAX_TOKENS", "64"))
 THINK_MIN = float(os.environ.get("SWEETIE_THINK_MIN", "1"))
 THINK_MAX = float(os.environ.get("SWEETIE_THINK_MAX", "3"))
 API_KEY = os.environ.get("SWEETIE_API_KEY", "")
+LEDGER = os.environ.get("SWEETIE_LEDGER", "")
 MIN_TURNS, MAX_TURNS = 3, 6
 CHAT_PATH = "/v1/chat/completions"
 
@@ -188,8 +191,15 @@ class SupportSeeker(HttpUser):  # type: ignore[misc]  # locust is not followed b
                 response.failure(problem)
             else:
                 response.success()
+                self.record(message, result.turn)
         self.report(result, finished)
         return problem is None
+
+    def record(self, message: str, turn: int | None) -> None:
+        """Append a confirmed turn to the ledger (when ``SWEETIE_LEDGER`` is set)."""
+        if LEDGER and turn is not None:
+            with open(LEDGER, "a", encoding="utf-8") as ledger:
+                ledger.write(json.dumps({"session_id": self.session_id, "turn": turn, "message": message}) + "\n")
 
     def problem(self, result: StreamResult) -> str | None:
         if result.error:

@@ -336,7 +336,7 @@ def test_redis_outage_fails_fast_and_recovers(outage_setup: tuple[ServerProcess,
     stored = httpx.get(f"{server.base_url}/sessions/{sid}").json()
     assert [m["content"] for m in stored["messages"][0::2]] == ["before the outage", "after the outage"]
     errors = httpx.get(f"{server.root_url}/metrics").text
-    assert "sweetie_session_store_errors_total" in errors
+    assert 'sweetie_session_store_errors_total{op="lock"}' in errors  # the outage was counted
 
 
 def test_strategy_and_safety_are_stored_in_the_session(alpha: openai.OpenAI, session_server: ServerProcess) -> None:
