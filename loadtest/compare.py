@@ -35,33 +35,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from loadtest.conversations import FOLLOW_UPS, OPENERS
+
 if TYPE_CHECKING:
     from app.manifest import Manifest
 
 Server = Literal["ours", "vllm"]
 THROUGHPUT_TARGET = 0.95  # ours/vLLM output tokens/s, at least
 TTFT_TARGET = 1.10  # ours/vLLM TTFT p50, at most
-
-OPENERS = [
-    "I lost my job today and I don't know how to tell my family.",
-    "I've been feeling really lonely since I moved to a new city.",
-    "My best friend stopped talking to me and I don't know why.",
-    "I failed an exam I studied really hard for.",
-    "I can't sleep because I keep worrying about everything.",
-    "My partner and I had a big fight last night.",
-    "I feel like nobody at work notices what I do.",
-    "My dog died last week and the house feels empty.",
-]
-FOLLOW_UPS = [
-    "Yes, that's exactly how it feels.",
-    "I guess I'm mostly scared of what comes next.",
-    "I tried talking to someone but it didn't really help.",
-    "It's been going on for a few weeks now.",
-    "I don't know, maybe I'm overreacting.",
-    "What could I do tonight to feel a bit better?",
-    "I haven't told anyone else about this.",
-    "Sometimes I think it's all my fault.",
-]
 
 
 @dataclass

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -177,17 +178,22 @@ def test_concurrent_turns_leave_a_consistent_history(session_server: ServerProce
     assert len(set(users)) == ok  # no duplicates
 
 
-def test_busy_session_answers_409_while_a_turn_streams(session_server: ServerProcess, alpha: openai.OpenAI) -> None:
-    sid = new_sid()
+def long_stream(server: ServerProcess, sid: str, text: str) -> AbstractContextManager[httpx.Response]:
+    """A session turn that streams for seconds (3,500 tokens, end-of-sequence ignored)."""
     body = {
         "model": TINY_MODEL,
-        "messages": [{"role": "user", "content": "tell me a long story"}],
+        "messages": [{"role": "user", "content": text}],
         "stream": True,
         "max_tokens": 3500,
         "ignore_eos": True,
     }
     headers = {"Authorization": f"Bearer {KEY_A}", "X-Session-Id": sid}
-    with httpx.stream("POST", f"{session_server.base_url}/chat/completions", json=body, headers=headers) as resp:
+    return httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, headers=headers)
+
+
+def test_busy_session_answers_409_while_a_turn_streams(session_server: ServerProcess, alpha: openai.OpenAI) -> None:
+    sid = new_sid()
+    with long_stream(session_server, sid, "tell me a long story") as resp:
         lines = resp.iter_lines()
         next(lines)
         started = time.monotonic()
@@ -203,15 +209,7 @@ def test_busy_session_answers_409_while_a_turn_streams(session_server: ServerPro
 def test_disconnect_mid_stream_commits_nothing(session_server: ServerProcess, alpha: openai.OpenAI) -> None:
     sid = new_sid()
     turn(alpha, sid, "first turn")
-    body = {
-        "model": TINY_MODEL,
-        "messages": [{"role": "user", "content": "second turn, abandoned"}],
-        "stream": True,
-        "max_tokens": 3500,
-        "ignore_eos": True,
-    }
-    headers = {"Authorization": f"Bearer {KEY_A}", "X-Session-Id": sid}
-    with httpx.stream("POST", f"{session_server.base_url}/chat/completions", json=body, headers=headers) as resp:
+    with long_stream(session_server, sid, "second turn, abandoned") as resp:
         lines = resp.iter_lines()
         for line in lines:
             if '"content":"' in line and '"content":""' not in line:
