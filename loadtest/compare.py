@@ -14,6 +14,11 @@ yardsticks: output throughput ratio >= 0.95 and TTFT p50 ratio <= 1.10 (exit sta
 With ``--sessions`` each client conversation runs ``--turns`` turns. Ours gets ``X-Session-Id`` and only the new user
 message (the server keeps the history); vLLM, which has no sessions, gets the whole history from the client, so both
 see the same prompts and the difference is the cost (or gain) of server-side session memory.
+
+For a fine-tuned model that writes ``[Strategy] reply`` (manifest ``strategy_mode: model``) ours strips the tag and
+returns the strategy as a field; vLLM streams the tag as text, so its client strips it the same way, as any client
+of plain vLLM must before it can show the reply. TTFT is then the time to the first visible reply text on both
+servers; "first raw token" is the time to the first streamed content of any kind (the tag's first token on vLLM).
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from app.chat.strategy import TagStripper
 from app.engine.vllm_engine import cpu_scheduler_args, cuda_available
 from loadtest.conversations import FOLLOW_UPS, OPENERS
+from training.strategies import StrategyCatalogue, load_catalogue
 
 if TYPE_CHECKING:
     from app.manifest import Manifest
@@ -69,6 +76,9 @@ class CompareConfig:
 class RequestResult:
     started: float
     ttft: float | None = None
+    """Time to the first visible reply text (after a strategy tag, for tag-writing models)."""
+    first_token: float | None = None
+    """Time to the first streamed content of any kind (a tag's first token included)."""
     gaps: list[float] = field(default_factory=list)
     tokens: int = 0
     finished: float = 0.0
@@ -88,6 +98,7 @@ class Summary:
     output_tokens_per_s: float
     ttft_p50_ms: float
     ttft_p99_ms: float
+    first_token_p50_ms: float
     itl_p50_ms: float
     tpot_mean_ms: float
     load_average: float
@@ -120,8 +131,20 @@ def build_conversations(total_turns: int, turns: int, seed: int) -> list[list[st
 class Client:
     """Streams chat completions and times them; knows how each server wants sessions sent."""
 
-    def __init__(self, server: Server, root: str, model: str, system_prompt: str | None, config: CompareConfig):
+    def __init__(
+        self,
+        server: Server,
+        root: str,
+        model: str,
+        system_prompt: str | None,
+        config: CompareConfig,
+        catalogue: StrategyCatalogue | None = None,
+    ):
+        """``catalogue``: the model writes ``[Strategy] reply``. vLLM streams the tag as content, so its client strips
+        it (as any client of plain vLLM must before showing the reply) and TTFT is the first visible reply text for
+        both servers; ours strips the tag itself."""
         self.server = server
+        self.catalogue = catalogue if server == "vllm" else None
         self.url = f"{root}/v1/chat/completions"
         self.model = model
         self.system = [{"role": "system", "content": system_prompt}] if system_prompt else []
@@ -165,6 +188,7 @@ class Client:
         done = False
         last: float | None = None
         chunks = 0
+        stripper = TagStripper(self.catalogue) if self.catalogue is not None else None
         try:
             async with self.http.stream("POST", self.url, json=body, headers=headers) as response:
                 if response.status_code != 200:
@@ -192,6 +216,11 @@ class Client:
                         if content:
                             result.reply += content
                             chunks += 1
+                            if result.first_token is None:
+                                result.first_token = now - result.started
+                            visible = stripper.feed(content) if stripper is not None else content
+                            if result.ttft is None and not visible:
+                                continue  # still inside the strategy tag
                             if result.ttft is None:
                                 result.ttft = now - result.started
                             elif last is not None:
@@ -319,6 +348,7 @@ def summarize(
         output_tokens_per_s=tokens / wall,
         ttft_p50_ms=percentile([r.ttft * 1000 for r in ok if r.ttft is not None], 50),
         ttft_p99_ms=percentile([r.ttft * 1000 for r in ok if r.ttft is not None], 99),
+        first_token_p50_ms=percentile([r.first_token * 1000 for r in ok if r.first_token is not None], 50),
         itl_p50_ms=percentile([g * 1000 for r in ok for g in r.gaps], 50),
         tpot_mean_ms=1000 * sum(tpots) / len(tpots) if tpots else float("nan"),
         load_average=load_avg,
@@ -331,7 +361,8 @@ async def drive(
     server: Server, root: str, config: CompareConfig, manifest: Manifest
 ) -> tuple[list[RequestResult], float]:
     """Warm-up (single turns), then the measured load; the same messages for every server."""
-    client = Client(server, root, manifest.name, manifest.system_prompt, config)
+    catalogue = load_catalogue() if manifest.strategy_mode == "model" else None
+    client = Client(server, root, manifest.name, manifest.system_prompt, config, catalogue)
     sampling = client.sampling(manifest.sampling.model_dump())
     conversations = build_conversations(config.requests, config.turns if config.sessions else 1, config.seed + 1)
     warmup = build_conversations(config.warmup or config.concurrency, 1, config.seed + 2)
@@ -365,6 +396,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("output tokens/s", "output_tokens_per_s", "{:.1f}"),
     ("TTFT p50 (ms)", "ttft_p50_ms", "{:.0f}"),
     ("TTFT p99 (ms)", "ttft_p99_ms", "{:.0f}"),
+    ("first raw token p50 (ms)", "first_token_p50_ms", "{:.0f}"),
     ("ITL p50 (ms)", "itl_p50_ms", "{:.1f}"),
     ("TPOT mean (ms)", "tpot_mean_ms", "{:.1f}"),
     ("errors", "errors", "{:d}"),
