@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.protocol import ChatCompletionStreamResponse
 from app.chat.prompt import PromptBuilder
 from app.config import Settings
 from app.manifest import Manifest, SamplingDefaults
@@ -64,6 +65,8 @@ def test_stream_framing(client: TestClient) -> None:
     events = sse_events(resp.text)
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
+    for chunk in chunks:  # every event matches the documented chunk model (extensions included)
+        ChatCompletionStreamResponse.model_validate(chunk, strict=False)
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "Hello there."
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
