@@ -33,7 +33,7 @@ def session_server(
         "SWEETIE_API_KEYS": f"{KEY_A}:alpha,{KEY_B}:beta",
         "SWEETIE_SESSION_TTL_S": str(TTL_S),
         "SWEETIE_SESSION_LOCK_WAIT_S": "0.5",
-        "SWEETIE_REDIS_TIMEOUT_S": "2",
+        "SWEETIE_REDIS_TIMEOUT_S": "5",  # generous: a loaded 2-core CI box must not turn a busy lock into a 503
     }
     server = ServerProcess(
         ["--model-repo", str(tiny_model_repo), "--model", TINY_MODEL, "--kv-cache-gb", "1"],
