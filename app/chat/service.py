@@ -27,7 +27,6 @@ from app.api.protocol import (
     ChatCompletionResponse,
     ErrorInfo,
     ErrorResponse,
-    SafetyInfo,
     UsageInfo,
     completion_id,
 )
@@ -404,15 +403,14 @@ class ChatService:
                 STRATEGIES.labels(strategy=strategy or "none").inc()
             await self._commit(chat, choices[0].message.content, choices[0].message.strategy, progress)
             annotate(finish_reason=finish[0])
-            extensions = chat.extensions()
-            return ChatCompletionResponse(
-                id=completion_id(),
-                model=self.model_name,
-                choices=choices,
-                usage=self._usage(chat, progress),
-                session_id=chat.session.session_id if chat.session else None,
-                turn=chat.session.turn if chat.session else None,
-                safety=SafetyInfo.model_validate(extensions["safety"]) if "safety" in extensions else None,
+            return ChatCompletionResponse.model_validate(
+                {
+                    "id": completion_id(),
+                    "model": self.model_name,
+                    "choices": choices,
+                    "usage": self._usage(chat, progress),
+                    **chat.extensions(),  # the same session/turn/safety fields the stream chunks carry
+                }
             )
         finally:
             await chat.close()
