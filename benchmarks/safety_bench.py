@@ -1,4 +1,4 @@
-"""Accuracy and latency benchmark for the crisis safety screen (app/chat/safety.py).
+"""Accuracy and latency benchmark for the crisis safety screen (app/chat/safety/).
 
 How to run (from the repository root):
 

@@ -13,20 +13,18 @@ from types import ModuleType
 import pytest
 
 from app.chat.safety import (
-    _EN_RULES,
-    _ZH_RULES,
     DEFAULT_POLICY_PATH,
     LexicalSafetyScreen,
     RiskLevel,
     SafetyPolicy,
     SafetyResult,
     SafetyScreen,
-    _anchors,
-    _split_alternatives,
     apply_policy,
     detect_language,
     normalize_text,
 )
+from app.chat.safety.patterns import _anchors, split_alternatives
+from app.chat.safety.rules import EN_RULES, ZH_RULES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HIGH, ELEVATED, NONE = RiskLevel.HIGH, RiskLevel.ELEVATED, RiskLevel.NONE
@@ -263,7 +261,7 @@ def test_anchor_prefilter_never_hides_a_match() -> None:
     """Every alternative's anchor strings occur whenever the full regex matches (so skipping is safe)."""
     texts = _all_messages()
     checked = 0
-    for rule in _EN_RULES + _ZH_RULES:
+    for rule in EN_RULES + ZH_RULES:
         for alternative in rule.alternatives:
             anchors = _anchors(alternative)
             assert anchors, f"no anchor derived for {alternative[:60]!r}; it would run on every message"
@@ -276,7 +274,7 @@ def test_anchor_prefilter_never_hides_a_match() -> None:
 
 
 def test_split_alternatives_respects_groups_and_classes() -> None:
-    assert _split_alternatives(r"a|b(c|d)|[|x]|\|e") == ["a", "b(c|d)", "[|x]", r"\|e"]
+    assert split_alternatives(r"a|b(c|d)|[|x]|\|e") == ["a", "b(c|d)", "[|x]", r"\|e"]
 
 
 def test_long_messages_stay_well_under_a_millisecond(screen: LexicalSafetyScreen) -> None:
