@@ -33,6 +33,8 @@ class SamplingDefaults(BaseModel):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0)
+    max_sentences: int | None = Field(None, ge=1)
+    """End each reply after this many complete sentences (None: only ``max_tokens`` limits the length)."""
 
 
 class EngineConfig(BaseModel):

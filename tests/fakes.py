@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from app.engine.base import ChoiceDelta, EngineError, GenerationParams, InvalidParamsError
@@ -38,6 +38,8 @@ class FakeEngine:
         self.fail_after = fail_after
         self.ready = True
         self.calls: list[GenerationParams] = []
+        self.closed_early = 0
+        """Generations the server closed before their last piece (an abort, in the real engine)."""
 
     @property
     def max_model_len(self) -> int:
@@ -60,15 +62,20 @@ class FakeEngine:
 
     async def generate(
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str
-    ) -> AsyncIterator[list[ChoiceDelta]]:
+    ) -> AsyncGenerator[list[ChoiceDelta], None]:
         self.calls.append(params)
-        for step, piece in enumerate(self.pieces):
-            if self.fail_after is not None and step >= self.fail_after:
-                raise EngineError("boom")
-            last = step == len(self.pieces) - 1
-            yield [ChoiceDelta(i, piece, 1, "stop" if last else None) for i in range(params.n)]
-            while not self._gate.is_set():
-                await asyncio.sleep(0.01)
+        finished = False
+        try:
+            for step, piece in enumerate(self.pieces):
+                if self.fail_after is not None and step >= self.fail_after:
+                    raise EngineError("boom")
+                finished = step == len(self.pieces) - 1
+                yield [ChoiceDelta(i, piece, 1, "stop" if finished else None) for i in range(params.n)]
+                while not self._gate.is_set():
+                    await asyncio.sleep(0.01)
+        finally:
+            if not finished:
+                self.closed_early += 1
 
     def release(self) -> None:
         self._gate.set()

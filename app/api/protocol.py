@@ -95,6 +95,9 @@ class ChatCompletionRequest(BaseModel):
     strategy_mode: Literal["off", "counselor", "model"] | None = None
     """SweetieChat extension: override the model's strategy mode for this request (``model`` needs a fine-tuned
     model whose manifest says ``model``)."""
+    max_sentences: Annotated[int | None, Field(ge=0, le=100)] = None
+    """SweetieChat extension: end the reply after this many sentences (0: no sentence limit); default from the
+    model's manifest. Ignored with ``ignore_eos``."""
     locale: Annotated[Text, Field(max_length=35)] | None = None
     """SweetieChat extension: locale for crisis resources (e.g. ``en-US``, ``zh-CN``); detected when unset."""
 

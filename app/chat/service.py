@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from app.api.errors import (
@@ -33,8 +34,9 @@ from app.api.protocol import (
 from app.chat.admission import Admission, Slot
 from app.chat.conversation import SessionTurn, open_session, session_prompt_turns
 from app.chat.prompt import PromptBuilder, Turn
+from app.chat.reply import ReplyDelta, ReplyText
 from app.chat.safety import SafetyDecision, SafetyPolicy, SafetyScreen
-from app.chat.strategy import TagStripper, counselor_prompt, split_tag, strategy_instruction
+from app.chat.strategy import counselor_prompt, strategy_instruction
 from app.engine.base import ChoiceDelta, Engine, EngineError, GenerationParams, InvalidParamsError
 from app.manifest import Manifest
 from app.observability import (
@@ -88,6 +90,8 @@ class PreparedChat:
     strategy: str | None = None
     """Requested or counselor-chosen strategy; in ``model`` mode the model's own tag may set it instead."""
     parse_tags: bool = False
+    max_sentences: int | None = None
+    """End each reply after this many sentences (None: no sentence budget)."""
     safety: SafetyDecision | None = None
     session: SessionTurn | None = None
     slot: Slot | None = None
@@ -293,9 +297,18 @@ class ChatService:
             params=params,
             strategy=strategy,
             parse_tags=mode == "model" and not prefill,
+            max_sentences=self._max_sentences(request),
             safety=safety,
             session=session,
         )
+
+    def _max_sentences(self, request: ChatCompletionRequest) -> int | None:
+        """The request's sentence budget (0: none), else the manifest's; ``ignore_eos`` asks for full length."""
+        if request.ignore_eos:
+            return None
+        if request.max_sentences is not None:
+            return request.max_sentences or None
+        return self.manifest.sampling.max_sentences
 
     def _screen(self, text: str, locale: str | None) -> SafetyDecision | None:
         if not text:
@@ -319,25 +332,26 @@ class ChatService:
 
     # ---- generation ----
 
-    async def _deltas(self, chat: PreparedChat, progress: _Progress) -> AsyncIterator[list[ChoiceDelta]]:
+    async def _deltas(self, chat: PreparedChat, progress: _Progress) -> AsyncGenerator[list[ChoiceDelta], None]:
         """The engine stream with timing, token accounting, in-flight gauge and abort bookkeeping."""
         if chat.safety is not None and chat.safety.replaces_reply:
             return  # the policy replaces the reply: nothing to generate
         INFLIGHT.inc()
         PROMPT_TOKENS.observe(len(chat.prompt_ids))
         try:
-            async for deltas in self.engine.generate(chat.prompt_ids, chat.params, chat.request_id):
-                now = time.perf_counter()
-                tokens = sum(d.num_tokens for d in deltas)
-                if tokens:
-                    if progress.first_token_at is None:
-                        progress.first_token_at = now
-                        TTFT.observe(now - progress.started)
-                    elif progress.last_token_at is not None:
-                        ITL.observe(now - progress.last_token_at)
-                    progress.last_token_at = now
-                    progress.completion_tokens += tokens
-                yield deltas
+            async with aclosing(self.engine.generate(chat.prompt_ids, chat.params, chat.request_id)) as stream:
+                async for deltas in stream:
+                    now = time.perf_counter()
+                    tokens = sum(d.num_tokens for d in deltas)
+                    if tokens:
+                        if progress.first_token_at is None:
+                            progress.first_token_at = now
+                            TTFT.observe(now - progress.started)
+                        elif progress.last_token_at is not None:
+                            ITL.observe(now - progress.last_token_at)
+                        progress.last_token_at = now
+                        progress.completion_tokens += tokens
+                    yield deltas
         except asyncio.CancelledError:
             ABORTED.inc()
             annotate(outcome="aborted")
@@ -354,6 +368,20 @@ class ChatService:
                 completion_tokens=progress.completion_tokens,
                 ttft_ms=None if ttft is None else round(ttft * 1000, 1),
             )
+
+    async def _replies(self, chat: PreparedChat, progress: _Progress) -> AsyncGenerator[ReplyDelta, None]:
+        """Visible reply deltas (tags stripped, sentence budget applied); closing it aborts the engine request."""
+        texts = [
+            ReplyText(i, self.catalogue if chat.parse_tags else None, chat.max_sentences) for i in range(chat.params.n)
+        ]
+        async with aclosing(self._deltas(chat, progress)) as engine_deltas:
+            async for deltas in engine_deltas:
+                for d in deltas:
+                    delta = texts[d.index].feed(d.text, d.finish_reason)
+                    if delta is not None:
+                        yield delta
+                if all(t.finished for t in texts):
+                    return  # every reply is complete (a budget cut ends it early): closing aborts the engine request
 
     def _usage(self, chat: PreparedChat, progress: _Progress) -> UsageInfo:
         prompt = len(chat.prompt_ids)
@@ -378,29 +406,28 @@ class ChatService:
             n = chat.params.n
             texts = [""] * n
             finish: list[str | None] = [None] * n
+            strategies: list[str | None] = [None if chat.parse_tags else chat.strategy] * n
             progress = _Progress()
             try:
-                async for deltas in self._deltas(chat, progress):
-                    for d in deltas:
-                        texts[d.index] += d.text
-                        finish[d.index] = d.finish_reason or finish[d.index]
+                async for delta in self._replies(chat, progress):
+                    texts[delta.index] += delta.text
+                    finish[delta.index] = delta.finish_reason or finish[delta.index]
+                    strategies[delta.index] = delta.strategy or strategies[delta.index]
             except InvalidParamsError as exc:
                 raise InvalidRequestError(f"Invalid sampling parameters: {exc}", code="invalid_value") from exc
             except EngineError as exc:
                 raise EngineFailureError("The model failed while generating a reply; please retry.") from exc
             choices = []
             for i in range(n):
-                strategy, text = split_tag(texts[i], self.catalogue) if chat.parse_tags else (chat.strategy, texts[i])
-                if chat.safety is not None:
-                    text = chat.safety.render(text)
+                text = chat.safety.render(texts[i]) if chat.safety is not None else texts[i]
                 choices.append(
                     ChatCompletionChoice(
                         index=i,
-                        message=ChatCompletionMessage(content=text, strategy=strategy),
+                        message=ChatCompletionMessage(content=text, strategy=strategies[i]),
                         finish_reason=finish[i] or "stop",
                     )
                 )
-                STRATEGIES.labels(strategy=strategy or "none").inc()
+                STRATEGIES.labels(strategy=strategies[i] or "none").inc()
             await self._commit(chat, choices[0].message.content, choices[0].message.strategy, progress)
             annotate(finish_reason=finish[0])
             return ChatCompletionResponse.model_validate(
@@ -448,11 +475,10 @@ class ChatService:
             return ErrorResponse(error=ErrorInfo(message=message, type="server_error", code=code)).model_dump_json()
 
         n = chat.params.n
-        strippers = [TagStripper(self.catalogue) if chat.parse_tags else None for _ in range(n)]
-        announced = [not chat.parse_tags for _ in range(n)]  # strategy sent in the first delta unless parsed
         leading = chat.safety.leading if chat.safety else ""
         trailing = chat.safety.trailing if chat.safety else ""
         replies = [leading] * n
+        strategies: list[str | None] = [None if chat.parse_tags else chat.strategy] * n
         progress = _Progress()
 
         first: dict[str, str] = {"role": "assistant", "content": ""}
@@ -462,30 +488,22 @@ class ChatService:
         if leading:
             yield chunk([choice(i, {"content": leading}) for i in range(n)])
         try:
-            async for deltas in self._deltas(chat, progress):
-                for d in deltas:
-                    stripper = strippers[d.index]
-                    text = stripper.feed(d.text) if stripper else d.text
-                    if d.finish_reason and stripper:
-                        text += stripper.finish()
-                    delta: dict[str, str] = {}
-                    if stripper and not announced[d.index] and (stripper.strategy or text):
-                        announced[d.index] = True
-                        if stripper.strategy:
-                            delta["strategy"] = stripper.strategy
-                    if text:
-                        delta["content"] = text
-                        replies[d.index] += text
-                    if delta:
-                        yield chunk([choice(d.index, delta)])
-                    if d.finish_reason:
-                        if trailing:
-                            replies[d.index] += trailing
-                            yield chunk([choice(d.index, {"content": trailing})])
-                        yield chunk([choice(d.index, {}, d.finish_reason)])
+            async for reply in self._replies(chat, progress):
+                delta: dict[str, str] = {}
+                if reply.strategy:
+                    delta["strategy"] = strategies[reply.index] = reply.strategy
+                if reply.text:
+                    delta["content"] = reply.text
+                    replies[reply.index] += reply.text
+                if delta:
+                    yield chunk([choice(reply.index, delta)])
+                if reply.finish_reason:
+                    if trailing:
+                        replies[reply.index] += trailing
+                        yield chunk([choice(reply.index, {"content": trailing})])
+                    yield chunk([choice(reply.index, {}, reply.finish_reason)])
             if chat.safety is not None and chat.safety.replaces_reply:
                 yield chunk([choice(i, {}, "stop") for i in range(n)])
-            strategies = [s.strategy if s else chat.strategy for s in strippers]
             for strategy in strategies:
                 STRATEGIES.labels(strategy=strategy or "none").inc()
             try:

@@ -21,20 +21,6 @@ MAX_TAG_CHARS = 48
 """A leading ``[...]`` longer than this is not a strategy tag; the text is released as it is."""
 
 
-def split_tag(text: str, catalogue: StrategyCatalogue) -> tuple[str | None, str]:
-    """``"[Question] How are you?"`` -> ``("Question", "How are you?")``; no/unknown tag -> ``(None, text)``."""
-    stripped = text.lstrip()
-    if not stripped.startswith("["):
-        return None, text
-    end = stripped.find("]")
-    if end < 0 or end > MAX_TAG_CHARS:
-        return None, text
-    name = catalogue.canonical(stripped[1:end])
-    if name is None:
-        return None, text
-    return name, stripped[end + 1 :].lstrip()
-
-
 class TagStripper:
     """Incrementally removes a leading ``[Strategy]`` tag from streamed text.
 

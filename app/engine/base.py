@@ -6,7 +6,7 @@ small fake that follows this protocol.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,7 +73,7 @@ class Engine(Protocol):
 
     def generate(
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str
-    ) -> AsyncIterator[list[ChoiceDelta]]:
+    ) -> AsyncGenerator[list[ChoiceDelta], None]:
         """Stream deltas; closing/cancelling the iterator aborts the request and frees its KV cache."""
         ...
 

@@ -7,7 +7,7 @@ processes, so the server must be started from a ``__main__``-guarded entry point
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from app.engine.base import ChoiceDelta, EngineError, GenerationParams, InvalidParamsError
@@ -125,7 +125,7 @@ class VllmEngine:
 
     async def generate(
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str
-    ) -> AsyncIterator[list[ChoiceDelta]]:
+    ) -> AsyncGenerator[list[ChoiceDelta], None]:
         from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
 

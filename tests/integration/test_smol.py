@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 
+import httpx
 import openai
 import pytest
 
@@ -43,3 +45,29 @@ def test_counselor_mode_on_smol_returns_catalogue_strategy(client: openai.OpenAI
     )
     assert reply.choices[0].message.model_extra["strategy"] in load_catalogue().names
     assert reply.choices[0].message.content
+
+
+def test_default_reply_is_the_models_first_three_sentences(client: openai.OpenAI, smol_server: str) -> None:
+    """The manifest's sentence budget (3) ends a rambling base-model reply early, whole sentences only."""
+    messages = [{"role": "user", "content": "I lost my job today and I feel like a failure."}]
+    unlimited = client.chat.completions.create(
+        model="sweetiechat", messages=messages, temperature=0.0, max_tokens=256, extra_body={"max_sentences": 0}
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="sweetiechat", messages=messages, temperature=0.0, max_tokens=256, stream=True
+        )
+    )
+    full = unlimited.choices[0].message.content or ""
+    short = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    sentence_ends = re.compile(r"[.!?][\"')]*(?=\s|$)")
+    assert len(sentence_ends.findall(full)) > 3, full  # left alone, the model says more than three sentences
+    assert full.startswith(short) and len(short) < len(full), (short, full)
+    assert len(sentence_ends.findall(short)) == 3 and sentence_ends.search(short[-3:]), short
+    assert finishes == ["stop"]
+    root = smol_server.removesuffix("/v1")
+    deadline = time.monotonic() + 1.5  # the ~190 tokens left would take several seconds on CPU
+    while "sweetie_engine_unfinished_requests 0.0" not in httpx.get(f"{root}/metrics").text:
+        assert time.monotonic() < deadline, "the engine kept generating after the reply was cut"
+        time.sleep(0.1)

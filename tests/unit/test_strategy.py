@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.chat.prompt import PromptBuilder
-from app.chat.strategy import TagStripper, split_tag
+from app.chat.strategy import TagStripper
 from app.config import Settings
 from app.manifest import Manifest
 from app.server import Components, build_app
@@ -30,8 +30,10 @@ CATALOGUE = load_catalogue()
         ("[" + "x" * 80 + "] long", None, "[" + "x" * 80 + "] long"),
     ],
 )
-def test_split_tag(text: str, strategy: str | None, rest: str) -> None:
-    assert split_tag(text, CATALOGUE) == (strategy, rest)
+def test_whole_reply_tag(text: str, strategy: str | None, rest: str) -> None:
+    stripper = TagStripper(CATALOGUE)
+    assert stripper.feed(text) + stripper.finish() == rest
+    assert stripper.strategy == strategy
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 100])
