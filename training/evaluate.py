@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.cli import parse_config
 from training.metrics import Scored, parse_tagged, summarize
 from training.sft_data import Target, context_messages, load_dialogues, sample_targets, targets_of
 from training.strategies import StrategyCatalogue, load_catalogue
@@ -328,7 +329,6 @@ def main(config: EvalConfig) -> list[dict[str, Any]]:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from training.sft import parse_config
     from training.sft_data import SftDataError
 
     config = parse_config(

@@ -22,11 +22,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from app.manifest import MANIFEST_FILE, Manifest, ManifestError, find_manifest, load_manifest
+from training.cli import parse_config
 
 GITIGNORE = "# Written by training.export: weights and tokenizer stay out of git; model.yaml may be committed.\n*\n"
 GITIGNORE += f"!{MANIFEST_FILE}\n!.gitignore\n"
@@ -175,19 +176,18 @@ class ExportConfig:
     system_prompt_manifest: str = field(
         default="sweetiechat", metadata={"help": "Manifest whose system prompt, sampling and engine are reused."}
     )
-    dtype: str = field(default="bfloat16", metadata={"help": "Exported weights dtype (bfloat16, float16, float32)."})
+    dtype: Literal["bfloat16", "float16", "float32"] = field(
+        default="bfloat16", metadata={"help": "Exported weights dtype."}
+    )
     max_model_len: int = field(default=2048, metadata={"help": "Served context length."})
     enforce_eager: bool = field(default=True, metadata={"help": "Manifest engine: eager mode."})
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from training.sft import SftError, parse_config, system_prompt_of
+    from training.sft import SftError, system_prompt_of
 
     config = parse_config(ExportConfig, argv, prog="python -m training.export", description="Export a checkpoint.")
-    if config.dtype not in ("bfloat16", "float16", "float32"):
-        print(f"error: --dtype {config.dtype!r} is not valid (valid: bfloat16, float16, float32)", file=sys.stderr)
-        return 2
     if not config.checkpoint:
         print("error: --checkpoint is required (a folder written by training.sft)", file=sys.stderr)
         return 2

@@ -22,21 +22,17 @@ target. Training uses the transformers ``Trainer`` (progress bar, checkpoints ev
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 import time
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
+from training.cli import parse_config
 
-ConfigT = TypeVar("ConfigT")
 MANIFEST_PREFIX = "manifest:"
 
 
@@ -137,104 +133,6 @@ class SftConfig:
 
 class SftError(Exception):
     """A setting or input cannot be used; the message says which and what to do."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Config parsing: HfArgumentParser, with a YAML preset under --config that command-line flags override.
-
-
-def _coerce(name: str, annotation: Any, value: Any) -> Any:
-    """``value`` from a YAML preset as the field's type, or ValueError naming the key."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        rest = [a for a in args if a is not type(None)]
-        return _coerce(name, rest[0], value)
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{name}: {value!r} is not valid (valid: {', '.join(map(repr, args))})")
-        return value
-    if origin is list:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-            raise ValueError(f"{name}: expected a list of strings, got {value!r}")
-        return items
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ValueError(f"{name}: expected an integer, got {value!r}")
-        try:
-            return int(value)
-        except ValueError:
-            raise ValueError(f"{name}: expected an integer, got {value!r}") from None
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"{name}: expected a number, got {value!r}")
-        try:
-            return float(value)  # YAML reads 5e-5 (no dot) as a string
-        except ValueError:
-            raise ValueError(f"{name}: expected a number, got {value!r}") from None
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{name}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{name}: unsupported config field type {annotation!r}")
-
-
-def load_preset(config_cls: type[Any], path: Path) -> dict[str, Any]:
-    """The YAML preset at ``path`` as typed field values; ValueError names the file and key when one is wrong."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"--config {path}: file not found (presets live in training/configs/)") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--config {path}: not valid YAML: {exc}") from None
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"--config {path}: expected a mapping of field names to values")
-    hints = typing.get_type_hints(config_cls)
-    unknown = sorted(set(raw) - set(hints))
-    if unknown:
-        raise ValueError(f"--config {path}: unknown key(s) {unknown}; valid keys: {sorted(hints)}")
-    try:
-        return {key: _coerce(key, hints[key], value) for key, value in raw.items()}
-    except ValueError as exc:
-        raise ValueError(f"--config {path}: {exc}") from None
-
-
-def parse_config(
-    config_cls: type[ConfigT], argv: Sequence[str] | None = None, prog: str | None = None, description: str = ""
-) -> ConfigT:
-    """Parse ``argv`` into ``config_cls`` with transformers' HfArgumentParser, after an optional ``--config`` preset.
-
-    Bad values (wrong type, out of range, unknown preset key) exit with status 2 and a message naming the field.
-    """
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(config_cls, prog=prog, description=description)
-    parser.add_argument("--config", type=Path, default=None, help="YAML preset; command-line flags override it.")
-    args = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", type=Path, default=None)
-    known, _ = pre.parse_known_args(args)
-    if known.config is not None:
-        try:
-            parser.set_defaults(**load_preset(config_cls, known.config))
-        except ValueError as exc:
-            parser.error(str(exc))
-    try:
-        config, _namespace = parser.parse_args_into_dataclasses(args, look_for_args_file=False)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return typing.cast(ConfigT, config)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Training.
 
 
 def resolve_base_model(spec: str, model_repo: Path) -> Path:
