@@ -146,6 +146,7 @@ def main(config: BenchConfig) -> int:
         seed=config.seed,
         concurrency=config.concurrency,
         max_tokens=config.max_tokens,
+        max_sentences=0,  # the models' own reply length: the server's sentence limit off for both
         out_dir=str(out_dir),
     )
     base = evaluate("base", ROOT / "model_repo", "sweetiechat", config, eval_config, out_dir)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from training.cli import parse_config
-from training.metrics import Scored, parse_tagged, summarize
+from training.metrics import LONG_REPLY_WORDS, Scored, parse_tagged, summarize
 from training.sft_data import Target, context_messages, load_dialogues, sample_targets, targets_of
 from training.strategies import StrategyCatalogue, load_catalogue
 
@@ -46,10 +46,13 @@ TABLE_COLUMNS = (
     ("strategy_macro_f1", "strategy macro-F1", "{:.1f}"),
     ("valid_tag_rate", "valid tag", "{:.1f}"),
     ("avg_words", "avg words", "{:.1f}"),
+    ("words_p50", "p50 words", "{:.0f}"),
+    ("words_p90", "p90 words", "{:.0f}"),
     ("over_60_words", ">60 words", "{:.1f}"),
+    ("cut_off", "cut off", "{:.1f}"),
 )
 PERCENT = {"bleu2", "rouge_l", "distinct1", "distinct2", "strategy_accuracy", "strategy_macro_f1"}
-PERCENT |= {"valid_tag_rate", "over_60_words"}
+PERCENT |= {"valid_tag_rate", "over_60_words", "cut_off"}
 
 
 class EvalError(Exception):
@@ -82,7 +85,11 @@ class EvalConfig:
         },
     )
     concurrency: int = field(default=8, metadata={"help": "Requests in flight per model."})
-    max_tokens: int = field(default=200, metadata={"help": "Completion limit per reply."})
+    max_tokens: int | None = field(default=None, metadata={"help": "Completion limit per reply (None: the model's)."})
+    max_sentences: int | None = field(
+        default=None,
+        metadata={"help": "SweetieChat sentence limit sent with every request (None: the model's; 0: no limit)."},
+    )
     temperature: float | None = field(default=None, metadata={"help": "Sampling temperature (None: model default)."})
     top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling (None: model default)."})
     api_key: str | None = field(default=None, metadata={"help": "Bearer key; default $SWEETIE_EVAL_API_KEY or none."})
@@ -95,10 +102,22 @@ class EvalConfig:
             raise ValueError(f"max_turns: must be at least 1, or None for all (got {self.max_turns})")
         if self.concurrency < 1:
             raise ValueError(f"concurrency: must be at least 1 (got {self.concurrency})")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens: must be at least 1 (got {self.max_tokens})")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens: must be at least 1, or None for the model's default (got {self.max_tokens})")
+        if self.max_sentences is not None and self.max_sentences < 0:
+            raise ValueError(f"max_sentences: must be 0 (no limit) or more (got {self.max_sentences})")
         for spec in self.models:
             parse_model_spec(spec)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One model reply to one held-out turn."""
+
+    target: Target
+    strategy: str | None
+    reply: str
+    finish_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -135,8 +154,8 @@ def _strategy_of(message: Any, catalogue: StrategyCatalogue) -> tuple[str | None
 
 async def _generate(
     spec: ModelSpec, targets: Sequence[Target], config: EvalConfig, catalogue: StrategyCatalogue
-) -> tuple[str, list[tuple[Target, str | None, str] | None]]:
-    """(served model, per target: (target, strategy, reply), or None when the request failed)."""
+) -> tuple[str, list[Generated | None]]:
+    """(served model, per target: what it generated, or None when the request failed)."""
     import openai
 
     api_key = config.api_key or os.environ.get("SWEETIE_EVAL_API_KEY") or "none"
@@ -152,9 +171,13 @@ async def _generate(
         semaphore = asyncio.Semaphore(config.concurrency)
         done = 0
 
-        async def one(target: Target) -> tuple[Target, str | None, str] | None:
+        async def one(target: Target) -> Generated | None:
             nonlocal done
             extra: dict[str, Any] = {}
+            if config.max_tokens is not None:
+                extra["max_tokens"] = config.max_tokens
+            if config.max_sentences is not None:
+                extra["extra_body"] = {"max_sentences": config.max_sentences}
             if config.temperature is not None:
                 extra["temperature"] = config.temperature
             if config.top_p is not None:
@@ -166,7 +189,6 @@ async def _generate(
                     reply = await client.chat.completions.create(
                         model=served,
                         messages=context_messages(target, None),  # type: ignore[arg-type]
-                        max_tokens=config.max_tokens,
                         **extra,
                     )
                 except openai.BadRequestError as exc:
@@ -177,7 +199,7 @@ async def _generate(
                     if done % 25 == 0 or done == len(targets):
                         print(f"{name}: {done}/{len(targets)} turns", file=sys.stderr)
             strategy, text = _strategy_of(reply.choices[0].message, catalogue)
-            return target, strategy, text
+            return Generated(target, strategy, text, reply.choices[0].finish_reason)
 
         outputs = await asyncio.gather(*(one(t) for t in targets))
     except openai.APIConnectionError as exc:
@@ -198,7 +220,7 @@ def evaluate_model(
     started = time.perf_counter()
     served, outputs = asyncio.run(_generate(spec, targets, config, catalogue))
     ok = [o for o in outputs if o is not None]
-    scored = [Scored(t.reply, t.strategy, text, strategy) for t, strategy, text in ok]
+    scored = [Scored(g.target.reply, g.target.strategy, g.reply, g.strategy, g.finish_reason) for g in ok]
     result: dict[str, Any] = {
         "label": spec.label or served,
         "base_url": spec.base_url,
@@ -212,8 +234,15 @@ def evaluate_model(
     }
     if config.save_predictions:
         result["predictions"] = [
-            {"dialogue": t.dialogue.id, "turn": t.index, "reference_strategy": t.strategy, "strategy": s, "reply": x}
-            for t, s, x in ok
+            {
+                "dialogue": g.target.dialogue.id,
+                "turn": g.target.index,
+                "reference_strategy": g.target.strategy,
+                "strategy": g.strategy,
+                "reply": g.reply,
+                "finish_reason": g.finish_reason,
+            }
+            for g in ok
         ]
     return result
 
@@ -227,6 +256,9 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         metrics = result["metrics"]
         cells = []
         for key, _, fmt in TABLE_COLUMNS:
+            if key not in metrics:  # a result saved by an older version
+                cells.append("n/a")
+                continue
             value = metrics[key] * (100 if key in PERCENT else 1)
             cells.append(fmt.format(value))
         rows.append(f"| {result['label']} | " + " | ".join(cells) + " |")
@@ -234,37 +266,47 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     if results:
         metrics = results[0]["metrics"]
         notes.append(
-            "BLEU-2, ROUGE-L (F1), Dist-n, strategy accuracy/macro-F1, valid tag and >60 words are percentages. "
+            "BLEU-2, ROUGE-L (F1), Dist-n, strategy accuracy/macro-F1, valid tag, >60 words and cut off (replies "
+            "that hit max_tokens) are percentages. "
             f"Chance strategy accuracy with 8 strategies: 12.5%; always answering the most common reference "
             f"strategy ({metrics['majority_strategy']}): {100 * metrics['majority_baseline_accuracy']:.1f}%. "
-            f"Reference replies average {metrics['reference_avg_words']:.1f} words."
+            f"Reference replies average {metrics['reference_avg_words']:.1f} words"
+            + (
+                f" (p50 {metrics['reference_words_p50']:.0f}, p90 {metrics['reference_words_p90']:.0f})."
+                if "reference_words_p50" in metrics
+                else "."
+            )
         )
     return "\n".join(rows) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
 
 
 def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
-    """A grouped bar chart of the percentage metrics, and average reply length, per model."""
+    """A grouped bar chart of the percentage metrics, and the distribution of reply length, per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = [(k, t) for k, t, _ in TABLE_COLUMNS if k in PERCENT]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [4, 1]})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / max(len(results), 1)
     for index, result in enumerate(results):
         values = [100 * result["metrics"][k] for k, _ in keys]
         positions = [i + index * width for i in range(len(keys))]
         left.bar(positions, values, width=width, label=result["label"])
-        right.bar([index], [result["metrics"]["avg_words"]], label=result["label"])
+        words = result["metrics"].get("reply_words")
+        if words:  # results saved by older versions have no per-reply lengths
+            right.hist(words, bins=range(0, max(words) + 10, 5), histtype="step", linewidth=1.5, label=result["label"])
     left.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(keys))])
     left.set_xticklabels([t for _, t in keys], rotation=20, ha="right")
     left.set_ylabel("%")
     left.legend()
     left.set_title("Reply quality and strategy")
-    right.set_xticks(range(len(results)))
-    right.set_xticklabels([r["label"] for r in results], rotation=20, ha="right")
-    right.set_title("Average words per reply")
+    right.axvline(LONG_REPLY_WORDS, color="grey", linestyle="--", linewidth=1)
+    right.set_xlabel("words per reply (dashed: 60)")
+    right.set_ylabel("replies")
+    right.legend()
+    right.set_title("Reply length")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -15,8 +15,9 @@ Definitions (all scores are fractions in [0, 1]; tables show them as percentages
 - Strategy accuracy: share of turns whose predicted strategy equals the reference (a missing or unknown tag is
   wrong); per-strategy precision/recall/F1 with a missing prediction counting as a miss of the true strategy;
   macro-F1 averages the strategies present in the references.
-- Length: words are whitespace-separated tokens of the reply without its tag; ``over_60_words`` is the share of
-  replies longer than 60 words.
+- Length: words are whitespace-separated tokens of the reply without its tag; ``words_p50``/``words_p90`` are
+  nearest-rank percentiles, ``over_60_words`` is the share of replies longer than 60 words, and ``cut_off`` the
+  share the server ended because it hit ``max_tokens`` (finish reason ``length``: a reply that stops mid-sentence).
 """
 
 from __future__ import annotations
@@ -113,6 +114,14 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
+def percentile(values: Sequence[int], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0-100) of ``values``; 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return float(ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)])
+
+
 def parse_tagged(text: str, catalogue: StrategyCatalogue) -> tuple[str | None, str]:
     """Split ``"[Strategy] reply"`` into (catalogue name or None, reply); any leading ``[...]`` tag is removed."""
     match = _LEADING_TAG.match(text)
@@ -171,6 +180,7 @@ class Scored:
     reference_strategy: str
     prediction: str
     predicted_strategy: str | None
+    finish_reason: str | None = None
 
 
 def summarize(turns: Sequence[Scored]) -> dict[str, Any]:
@@ -180,6 +190,7 @@ def summarize(turns: Sequence[Scored]) -> dict[str, Any]:
     ref_strategies = [t.reference_strategy for t in turns]
     predicted = [t.predicted_strategy for t in turns]
     lengths = [word_count(p) for p in predictions]
+    reference_lengths = [word_count(r) for r in references]
     classes = per_class_f1(ref_strategies, predicted)
     count = len(turns)
     majority = Counter(ref_strategies).most_common(1)
@@ -193,8 +204,14 @@ def summarize(turns: Sequence[Scored]) -> dict[str, Any]:
         "strategy_macro_f1": macro_f1(classes),
         "valid_tag_rate": sum(p is not None for p in predicted) / count if count else 0.0,
         "avg_words": sum(lengths) / count if count else 0.0,
+        "words_p50": percentile(lengths, 50),
+        "words_p90": percentile(lengths, 90),
         "over_60_words": sum(n > LONG_REPLY_WORDS for n in lengths) / count if count else 0.0,
-        "reference_avg_words": sum(word_count(r) for r in references) / count if count else 0.0,
+        "cut_off": sum(t.finish_reason == "length" for t in turns) / count if count else 0.0,
+        "reply_words": lengths,
+        "reference_avg_words": sum(reference_lengths) / count if count else 0.0,
+        "reference_words_p50": percentile(reference_lengths, 50),
+        "reference_words_p90": percentile(reference_lengths, 90),
         "majority_strategy": majority[0][0] if majority else None,
         "majority_baseline_accuracy": majority[0][1] / count if majority else 0.0,
         "per_strategy": {

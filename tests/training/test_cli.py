@@ -148,6 +148,7 @@ ENTRY_POINTS = [
     (["-m", "training.roleplay"], "--counselor_model"),
     (["-m", "training.esconv"], "--esconv_dir"),
     (["benchmarks/sft_esconv.py"], "--skip_train"),
+    (["benchmarks/reply_length.py"], "--turns"),
 ]
 
 

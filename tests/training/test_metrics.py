@@ -100,10 +100,14 @@ def test_summarize_lengths_tags_and_baselines() -> None:
     long_reply = " ".join(["word"] * 61)
     turns = [
         Scored("What happened?", "Question", "What happened?", "Question"),
-        Scored("That is hard.", "Reflection of feelings", long_reply, None),
-        Scored("Tell me more?", "Question", "I hear you.", "Reflection of feelings"),
+        Scored("That is hard.", "Reflection of feelings", long_reply, None, "length"),
+        Scored("Tell me more?", "Question", "I hear you.", "Reflection of feelings", "stop"),
     ]
     report = summarize(turns)
+    assert report["reply_words"] == [2, 61, 3]
+    assert (report["words_p50"], report["words_p90"]) == (3, 61)
+    assert report["cut_off"] == pytest.approx(1 / 3)  # one reply hit max_tokens
+    assert (report["reference_words_p50"], report["reference_words_p90"]) == (3, 3)
     assert report["turns"] == 3
     assert report["avg_words"] == pytest.approx((2 + 61 + 3) / 3)
     assert report["over_60_words"] == pytest.approx(1 / 3)

@@ -62,7 +62,15 @@ def test_table_shows_percentages_and_the_baselines() -> None:
     assert cells[6] == "50.0"  # strategy accuracy, percent
     assert cells[8] == "100.0"  # valid tag
     assert cells[9] == "2.5"  # avg words
+    assert cells[10:14] == ["2", "3", "0.0", "0.0"]  # p50, p90 words, >60 words, cut off
     assert "Chance strategy accuracy with 8 strategies: 12.5%" in table
+    assert "(p50 2, p90 3)" in table  # reference length distribution
+
+
+def test_results_saved_by_an_older_version_still_compare() -> None:
+    old = {"label": "old", "metrics": {k: v for k, v in BASE["metrics"].items() if k not in ("words_p50", "cut_off")}}
+    row = next(line for line in markdown_table([old]).splitlines() if line.startswith("| old |"))
+    assert row.count("n/a") == 2
 
 
 def test_cli_compares_saved_result_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
