@@ -34,6 +34,11 @@ class ReplyText:
         self._announced = self.stripper is None
 
     @property
+    def limited(self) -> bool:
+        """The sentence limit ended this reply (not the model or ``max_tokens``)."""
+        return self.budget is not None and self.budget.reached
+
+    @property
     def strategy(self) -> str | None:
         """The strategy the model's tag named (None without tag parsing or without a valid tag)."""
         return self.stripper.strategy if self.stripper else None

@@ -47,6 +47,7 @@ from app.observability import (
     ITL,
     PROMPT_TOKENS,
     SAFETY_FLAGS,
+    SENTENCE_LIMITED,
     STRATEGIES,
     TTFT,
     annotate,
@@ -378,8 +379,12 @@ class ChatService:
             async for deltas in engine_deltas:
                 for d in deltas:
                     delta = texts[d.index].feed(d.text, d.finish_reason)
-                    if delta is not None:
-                        yield delta
+                    if delta is None:
+                        continue
+                    if delta.finish_reason and texts[d.index].limited:
+                        SENTENCE_LIMITED.inc()
+                        annotate(sentence_limited=True)
+                    yield delta
                 if all(t.finished for t in texts):
                     return  # every reply is complete (a budget cut ends it early): closing aborts the engine request
 

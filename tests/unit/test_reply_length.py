@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,12 +38,21 @@ def stream(client: TestClient, **extra: Any) -> tuple[str, list[str | None]]:
     return "".join(c["delta"].get("content") or "" for c in choices), [c["finish_reason"] for c in choices]
 
 
+def limited_total(client: TestClient) -> float:
+    metrics = client.get("/metrics").text
+    return float(re.search(r"^sweetie_sentence_limited_replies_total (\S+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
+
+
 def test_stream_ends_after_the_manifest_budget_and_stops_the_engine(served: tuple[TestClient, FakeEngine]) -> None:
     client, engine = served
+    before = limited_total(client)
     text, finishes = stream(client)
     assert text == "I hear you. That sounds hard."
     assert [f for f in finishes if f] == ["stop"]
     assert engine.closed_early == 1  # generation ended at the cut, not after the last piece
+    assert limited_total(client) == before + 1
+    stream(client, max_sentences=0)
+    assert limited_total(client) == before + 1  # a reply the model ended itself is not counted
 
 
 def test_non_stream_reply_matches_the_stream(served: tuple[TestClient, FakeEngine]) -> None:
