@@ -28,7 +28,6 @@ two agree).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import random
@@ -38,13 +37,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python benchmarks/safety_bench.py` without installing the package
     sys.path.insert(0, str(ROOT))
 
 from app.chat.safety import CATEGORIES, LexicalSafetyScreen, RiskLevel, SafetyScreen  # noqa: E402
+from training.cli import parse_config  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "safety" / "labelled.jsonl"
 SPLITS = ("train", "test", "all")
@@ -73,8 +73,13 @@ class BenchConfig:
     data: Path = field(default=DEFAULT_DATA, metadata={"help": "labelled JSONL file"})
     rounds: int = field(default=30, metadata={"help": "timing rounds over every message"})
     json: bool = field(default=False, metadata={"help": "print JSON instead of a table"})
-    errors: str | None = field(default=None, metadata={"help": "list misclassified examples of this split"})
-    clock: str = field(default="cpu", metadata={"help": "latency target on thread CPU time (cpu) or wall time"})
+    errors: Literal["train", "test", "all"] | None = field(
+        default=None, metadata={"help": "list misclassified examples of this split on stderr"}
+    )
+    clock: Literal["cpu", "wall"] = field(
+        default="cpu",
+        metadata={"help": "apply the latency target to thread CPU time (robust on shared machines) or wall time"},
+    )
 
 
 def load_labelled(path: Path = DEFAULT_DATA) -> list[Example]:
@@ -363,22 +368,5 @@ def main(config: BenchConfig) -> int:
     return 0 if all(t["passed"] for t in targets) else 1
 
 
-def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
-    """Build a BenchConfig from command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled JSONL file")
-    parser.add_argument("--rounds", type=int, default=30, help="timing rounds over every message")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--errors", choices=SPLITS, help="list misclassified examples of this split on stderr")
-    parser.add_argument(
-        "--clock",
-        choices=("cpu", "wall"),
-        default="cpu",
-        help="apply the latency target to thread CPU time (default; robust on shared machines) or wall time",
-    )
-    args = parser.parse_args(argv)
-    return BenchConfig(data=args.data, rounds=args.rounds, json=args.json, errors=args.errors, clock=args.clock)
-
-
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(main(parse_config(BenchConfig, None, __doc__.split("\n")[0], "python benchmarks/safety_bench.py")))

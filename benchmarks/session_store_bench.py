@@ -13,26 +13,35 @@ Only keys under a fresh ``sweetiebench-<random>`` prefix are written, and they a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # allow `python benchmarks/session_store_bench.py` without installing the package
+    sys.path.insert(0, str(ROOT))
+
+from training.cli import parse_config  # noqa: E402
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    redis_url: str = "redis://127.0.0.1:6379/15"
-    turns: int = 500
-    max_turns: int = 200
-    user_chars: int = 200
-    reply_chars: int = 400
-    warmup: int = 5
+    redis_url: str = field(default="redis://127.0.0.1:6379/15", metadata={"help": "Redis to measure (DB written to)"})
+    turns: int = field(default=500, metadata={"help": "measured turns"})
+    max_turns: int = field(default=200, metadata={"help": "turns the store keeps"})
+    user_chars: int = field(default=200, metadata={"help": "user message length"})
+    reply_chars: int = field(default=400, metadata={"help": "reply length"})
+    warmup: int = field(default=5, metadata={"help": "unmeasured turns first"})
+
+    def __post_init__(self) -> None:
+        if self.turns < 1:
+            raise ValueError("--turns must be >= 1")
 
 
 @dataclass
@@ -200,33 +209,10 @@ def report(config: BenchConfig, redis_result: Result, memory_result: Result) -> 
 
 
 def main(config: BenchConfig) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
     redis_result = asyncio.run(bench_redis(config))
     memory_result = asyncio.run(bench_memory(config))
     report(config, redis_result, memory_result)
 
 
-def parse_args(argv: list[str] | None = None) -> BenchConfig:
-    defaults = BenchConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--redis-url", default=defaults.redis_url, help="Redis to measure (its DB is written to)")
-    parser.add_argument("--turns", type=int, default=defaults.turns, help="measured turns")
-    parser.add_argument("--max-turns", type=int, default=defaults.max_turns, help="turns the store keeps")
-    parser.add_argument("--user-chars", type=int, default=defaults.user_chars, help="user message length")
-    parser.add_argument("--reply-chars", type=int, default=defaults.reply_chars, help="reply length")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="unmeasured turns first")
-    args = parser.parse_args(argv)
-    if args.turns < 1:
-        parser.error("--turns must be >= 1")
-    return BenchConfig(
-        redis_url=args.redis_url,
-        turns=args.turns,
-        max_turns=args.max_turns,
-        user_chars=args.user_chars,
-        reply_chars=args.reply_chars,
-        warmup=args.warmup,
-    )
-
-
 if __name__ == "__main__":
-    main(parse_args())
+    main(parse_config(BenchConfig, None, __doc__.split("\n")[0], "python benchmarks/session_store_bench.py"))

@@ -149,6 +149,8 @@ ENTRY_POINTS = [
     (["-m", "training.esconv"], "--esconv_dir"),
     (["benchmarks/sft_esconv.py"], "--skip_train"),
     (["benchmarks/reply_length.py"], "--turns"),
+    (["benchmarks/safety_bench.py"], "--clock"),
+    (["benchmarks/session_store_bench.py"], "--redis_url"),
 ]
 
 
