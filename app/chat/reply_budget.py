@@ -20,6 +20,7 @@ from __future__ import annotations
 _LATIN_ENDS = frozenset(".!?")
 _CJK_ENDS = frozenset("。！？")
 _ELLIPSIS = "…"
+_ENDS = _LATIN_ENDS | _CJK_ENDS | {_ELLIPSIS}
 _CLOSERS = frozenset("\"'”’)]}»」』）")
 _ABBREVIATIONS = frozenset(
     ["mr", "mrs", "ms", "dr", "prof", "st", "sr", "jr", "vs", "etc", "e.g", "i.e", "eg", "ie", "no", "approx", "cf"]
@@ -59,9 +60,9 @@ class SentenceBudget:
         text, i = self._text, self._scan
         while i < len(text):
             c = text[i]
-            if c in _LATIN_ENDS or c in _CJK_ENDS or c == _ELLIPSIS:
+            if c in _ENDS:
                 end = i
-                while end < len(text) and (text[end] in _LATIN_ENDS or text[end] in _CJK_ENDS or text[end] == "…"):
+                while end < len(text) and text[end] in _ENDS:
                     end += 1
                 while end < len(text) and text[end] in _CLOSERS:
                     end += 1
