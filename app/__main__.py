@@ -36,10 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     from pydantic import ValidationError
 
     from app.config import Settings
-    from app.manifest import ManifestError
     from app.materialize import ModelSourceError
     from app.observability import configure_logging
-    from app.server import build_app, load_components
+    from app.server import ConfigError, build_app, check_config, load_components
     from app.serving import serve
 
     try:
@@ -51,11 +50,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     configure_logging(settings.log_format, settings.log_level)
     try:
-        components = load_components(settings)
-    except (ManifestError, ModelSourceError) as exc:
+        config = check_config(settings)  # every file and setting, before the model load (seconds to minutes)
+        components = load_components(config)
+    except (ConfigError, ModelSourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    app = build_app(settings, components)
+    app = build_app(settings, components, config)
     serve(app, settings.host, settings.port, settings.drain_grace_s)
 
 

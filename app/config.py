@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.materialize import default_cache_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,7 +25,7 @@ class Settings(BaseSettings):
     model: str = Field("sweetiechat", description="Served model: a manifest name under model_repo, or a folder.")
     model_repo: Path = Field(REPO_ROOT / "model_repo", description="Folder of model manifests (<name>/model.yaml).")
     cache_dir: Path = Field(
-        Path.home() / ".cache" / "sweetiechat",
+        default_factory=default_cache_dir,
         description="Where materialised base models (e.g. the embedded GGUF) are cached.",
     )
     host: str = Field("127.0.0.1", description="Interface to bind.")

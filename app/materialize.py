@@ -16,14 +16,22 @@ import fcntl
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from app.manifest import Manifest
+from app.core.manifest import Manifest
 
 MARKER = ".sweetie-materialized.json"
+CACHE_DIR_ENV = "SWEETIE_CACHE_DIR"
+DEFAULT_REPO = Path(__file__).resolve().parent.parent / "model_repo"
+
+
+def default_cache_dir() -> Path:
+    """``$SWEETIE_CACHE_DIR``, else ``~/.cache/sweetiechat`` (the server's ``cache_dir`` setting reads the same)."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "sweetiechat")
 
 
 class ModelSourceError(Exception):
@@ -138,15 +146,15 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from app.config import Settings
-    from app.manifest import find_manifest
+    from app.core.manifest import find_manifest
 
     parser = argparse.ArgumentParser(description="Materialise a model manifest's weights into the cache.")
-    parser.add_argument("model", nargs="?", default=None, help="manifest name or folder (default: SWEETIE_MODEL)")
+    parser.add_argument("model", nargs="?", default=os.environ.get("SWEETIE_MODEL", "sweetiechat"))
+    parser.add_argument("--model-repo", type=Path, default=Path(os.environ.get("SWEETIE_MODEL_REPO", DEFAULT_REPO)))
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     args = parser.parse_args(argv)
-    settings = Settings()
-    manifest = find_manifest(args.model or settings.model, settings.model_repo)
-    print(resolve_source(manifest, settings.cache_dir))
+    manifest = find_manifest(args.model, args.model_repo)
+    print(resolve_source(manifest, args.cache_dir))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
 
 SAFETY_FLAGS = Counter("sweetie_safety_screens", "User messages screened, by risk level.", ["level"])
 STRATEGIES = Counter("sweetie_strategies", "Replies by support strategy ('none' when there was none).", ["strategy"])
+COUNSELOR_INVALID = Counter(
+    "sweetie_counselor_invalid", "Counselor picks that named no catalogue strategy (the turn went on without one)."
+)
 SENTENCE_LIMITED = Counter("sweetie_sentence_limited_replies", "Replies ended early by the model's sentence limit.")
 STORE_LATENCY = Histogram(
     "sweetie_session_store_seconds",

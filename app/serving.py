@@ -14,7 +14,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from app.chat.service import ChatService
+from app.chat.admission import Admission
 
 log = structlog.get_logger("app.serving")
 
@@ -28,24 +28,24 @@ class DrainingServer(uvicorn.Server):
         self.grace_s = grace_s
         self.drain_started: float | None = None
 
-    def _service(self) -> ChatService | None:
-        return getattr(self.fastapi_app.state, "chat", None)
+    def _admission(self) -> Admission | None:
+        return getattr(self.fastapi_app.state, "admission", None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        service = self._service()
-        if self.drain_started is not None or service is None:
+        admission = self._admission()
+        if self.drain_started is not None or admission is None:
             super().handle_exit(sig, frame)  # second signal, or nothing to drain: stop now
             return
         self.drain_started = time.monotonic()
-        service.admission.draining = True
-        log.info("draining", in_flight=service.admission.busy, grace_s=self.grace_s)
+        admission.draining = True
+        log.info("draining", in_flight=admission.busy, grace_s=self.grace_s)
 
     async def on_tick(self, counter: int) -> bool:
-        service = self._service()
-        if self.drain_started is not None and not self.should_exit and service is not None:
+        admission = self._admission()
+        if self.drain_started is not None and not self.should_exit and admission is not None:
             waited = time.monotonic() - self.drain_started
-            if service.admission.busy == 0 or waited >= self.grace_s:
-                log.info("drained", left_in_flight=service.admission.busy, waited_s=round(waited, 2))
+            if admission.busy == 0 or waited >= self.grace_s:
+                log.info("drained", left_in_flight=admission.busy, waited_s=round(waited, 2))
                 self.should_exit = True
         return await super().on_tick(counter)
 

@@ -8,7 +8,7 @@ How to run (from the repository root; ~5 minutes on 2 CPU cores)::
 Both rows come from one server and one set of ESConv valid turns (true context up to each supporter turn), with the
 manifest's sampling defaults (``max_tokens`` 96, temperature 0.7): ``prompt only`` sends ``max_sentences: 0`` (the
 server's sentence limit off), ``prompt + limit`` sends nothing (the manifest's ``max_sentences``). The table is
-training.eval's (length distribution, share over 60 words, share cut off by ``max_tokens``); ESConv's own replies
+training.evaluate's (length distribution, share over 60 words, share cut off by ``max_tokens``); ESConv's own replies
 are the reference line under it. Results go to ``<out_dir>/`` (``comparison.{json,md,png}``).
 """
 
@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python benchmarks/reply_length.py` without installing the package
     sys.path.insert(0, str(ROOT))
 
+from app.core.strategies import load_catalogue  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 from training.cli import parse_config  # noqa: E402
 from training.evaluate import EvalConfig, ModelSpec, evaluate_model, write_comparison  # noqa: E402
 from training.sft_data import load_dialogues, sample_targets, targets_of  # noqa: E402
-from training.strategies import load_catalogue  # noqa: E402
 
 
 @dataclass

@@ -1,14 +1,15 @@
 """Session-store cost per chat turn: Redis round trips and added latency, Redis vs in-process store.
 
-Each turn does what the chat service does around a generation: lock -> get -> commit_turn -> unlock, on one session
-that grows to ``--turns`` turns (the store keeps ``--max-turns``). Round trips are counted on the client (every
+Each turn does what the chat pipeline does around a generation: open (lock + read) -> commit (+ unlock), on one
+session that grows to ``--turns`` turns (the store keeps ``--max-turns``). Round trips are counted on the client (every
 command or pipeline is one ``send_packed_command`` on a counting connection class); server-side commands come from
 ``INFO commandstats`` deltas (commands run inside the Lua scripts count there too).
 
 Run:
     python benchmarks/session_store_bench.py --redis-url redis://127.0.0.1:6379/15 --turns 500
 
-Only keys under a fresh ``sweetiebench-<random>`` prefix are written, and they are deleted at the end.
+Only keys under a fresh ``sweetiebench-<random>`` prefix are written, and they are deleted at the end. The numbers go
+to ``benchmarks/results/session_store.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python benchmarks/session_store_bench.py` without installing the package
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_file import provenance, write_results  # noqa: E402
 from training.cli import parse_config  # noqa: E402
 
 
@@ -60,6 +62,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_turns(store: Any, config: BenchConfig, on_turn_start: Any = None) -> Result:
+    from app.core.messages import Message
     from app.sessions.base import TurnCommit
 
     tenant, session_id = "bench-tenant", f"bench-{uuid.uuid4().hex[:8]}"
@@ -71,20 +74,20 @@ async def run_turns(store: Any, config: BenchConfig, on_turn_start: Any = None) 
         if i == config.warmup and on_turn_start is not None:
             on_turn_start()
         start = time.perf_counter()
-        async with store.lock(tenant, session_id, wait_s=1.0, ttl_s=30.0):
-            record = await store.get(tenant, session_id)
-            record = await store.commit_turn(
-                tenant,
-                session_id,
+        lease = await store.open(tenant, session_id, wait_s=1.0, ttl_s=30.0)
+        try:
+            record = await store.commit(
+                lease,
                 TurnCommit(
-                    messages=[("user", f"{i}: {user_text[: config.user_chars]}")],
-                    reply=reply_text[: config.reply_chars],
-                    strategy="Reflection of feelings",
+                    messages=[Message("user", f"{i}: {user_text[: config.user_chars]}")],
+                    reply=Message("assistant", reply_text[: config.reply_chars], strategy="Reflection of feelings"),
                     prompt_tokens=100,
                     completion_tokens=60,
-                    expected_version=record.version if record else 0,
+                    expected_version=lease.version,
                 ),
             )
+        finally:
+            await store.release(lease)
         if i >= config.warmup:
             latencies.append((time.perf_counter() - start) * 1000)
     return Result(latencies_ms=latencies, per_op_ms={}, stored_messages=len(record.messages) if record else 0)
@@ -179,7 +182,7 @@ def report(config: BenchConfig, redis_result: Result, memory_result: Result) -> 
 
     print(
         f"session store, {config.turns} turns on one session (kept: {config.max_turns} turns), "
-        f"user {config.user_chars} chars, reply {config.reply_chars} chars, turn = lock+get+commit+unlock"
+        f"user {config.user_chars} chars, reply {config.reply_chars} chars, turn = open (lock+read) + commit (+unlock)"
     )
     row("", "redis", "memory")
     row("round trips per turn", f"{redis_result.round_trips:.2f}", f"{memory_result.round_trips:.0f}")
@@ -196,7 +199,7 @@ def report(config: BenchConfig, redis_result: Result, memory_result: Result) -> 
         f"{statistics.fmean(redis_result.latencies_ms):.3f}",
         f"{statistics.fmean(memory_result.latencies_ms):.3f}",
     )
-    for op in ("lock", "get", "commit", "unlock"):
+    for op in ("open", "commit"):
         row(
             f"  {op} p50 (ms)",
             f"{percentile(redis_result.per_op_ms[op], 50):.3f}",
@@ -208,10 +211,29 @@ def report(config: BenchConfig, redis_result: Result, memory_result: Result) -> 
         print(f"redis server commands per turn (INFO commandstats, incl. inside scripts): {shown}")
 
 
+def summary(result: Result) -> dict[str, Any]:
+    return {
+        "round_trips_per_turn": result.round_trips,
+        "added_latency_ms": {f"p{q}": round(percentile(result.latencies_ms, q), 3) for q in (50, 90, 99)},
+        "mean_ms": round(statistics.fmean(result.latencies_ms), 3),
+        "per_op_p50_ms": {op: round(percentile(v, 50), 3) for op, v in sorted(result.per_op_ms.items())},
+        "stored_messages_at_end": result.stored_messages,
+        "server_commands_per_turn": result.server_commands,
+    }
+
+
 def main(config: BenchConfig) -> None:
+    started = provenance()
     redis_result = asyncio.run(bench_redis(config))
     memory_result = asyncio.run(bench_memory(config))
     report(config, redis_result, memory_result)
+    load = {"turns": config.turns, "max_turns": config.max_turns, "user_chars": config.user_chars}
+    load["reply_chars"] = config.reply_chars
+    write_results(
+        "session_store",
+        started,
+        {"load": load, "redis": summary(redis_result), "memory": summary(memory_result)},
+    )
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python benchmarks/sft_esconv.py` without installing the package
     sys.path.insert(0, str(ROOT))
 
+from app.core.strategies import load_catalogue  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 from training.cli import parse_config  # noqa: E402
 from training.evaluate import EvalConfig, ModelSpec, evaluate_model, write_comparison  # noqa: E402
 from training.sft_data import load_dialogues, sample_targets, targets_of  # noqa: E402
-from training.strategies import load_catalogue  # noqa: E402
 
 CHANCE = 1 / 8
 

@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from app.chat.strategy import TagStripper
+from app.core.format import TagStripper
+from app.core.strategies import StrategyCatalogue, load_catalogue
 from app.engine.vllm_engine import cpu_scheduler_args, cuda_available
 from loadtest.conversations import FOLLOW_UPS, OPENERS
-from training.strategies import StrategyCatalogue, load_catalogue
 
 if TYPE_CHECKING:
-    from app.manifest import Manifest
+    from app.core.manifest import Manifest
 
 Server = Literal["ours", "vllm"]
 THROUGHPUT_TARGET = 0.95  # ours/vLLM output tokens/s, at least
@@ -454,7 +454,7 @@ def render(summaries: dict[str, Summary], config: CompareConfig, model_path: str
 
 def main(config: CompareConfig) -> int:
     from app.config import Settings
-    from app.manifest import find_manifest
+    from app.core.manifest import find_manifest
     from app.materialize import resolve_source
 
     defaults = Settings()

@@ -24,5 +24,7 @@ echo "==> ruff"
 .venv/bin/ruff format --check .
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> import contracts (pyproject.toml [tool.importlinter])"
+.venv/bin/lint-imports
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"

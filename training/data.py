@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.strategies import StrategyCatalogue, load_catalogue
 from training.schema import DatasetError, Dialogue, check_jsonl, word_count, write_jsonl
-from training.strategies import StrategyCatalogue, load_catalogue
 
 
 class DataError(ValueError):

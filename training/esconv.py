@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.strategies import StrategyCatalogue, load_catalogue
 from training.cli import parse_config
 from training.schema import Dialogue, Scenario, Turn, write_jsonl
-from training.strategies import StrategyCatalogue, load_catalogue
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_DIR = "SWEETIE_ESCONV_DIR"

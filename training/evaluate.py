@@ -31,10 +31,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.format import chat_messages, parse_reply
+from app.core.strategies import StrategyCatalogue, load_catalogue
 from training.cli import parse_config
-from training.metrics import LONG_REPLY_WORDS, Scored, parse_tagged, summarize
+from training.metrics import LONG_REPLY_WORDS, Scored, summarize
 from training.sft_data import Target, context_messages, load_dialogues, sample_targets, targets_of
-from training.strategies import StrategyCatalogue, load_catalogue
 
 TABLE_COLUMNS = (
     ("turns", "turns", "{:.0f}"),
@@ -146,7 +147,7 @@ def _strategy_of(message: Any, catalogue: StrategyCatalogue) -> tuple[str | None
     """(predicted strategy, reply without tag) from an OpenAI ChatCompletionMessage."""
     extra = getattr(message, "model_extra", None) or {}
     field_value = extra.get("strategy", getattr(message, "strategy", None))
-    tagged, reply = parse_tagged(message.content or "", catalogue)
+    tagged, reply = parse_reply(message.content or "", catalogue)
     if isinstance(field_value, str) and field_value:
         return catalogue.canonical(field_value), reply
     return tagged, reply
@@ -188,7 +189,7 @@ async def _generate(
                 try:
                     reply = await client.chat.completions.create(
                         model=served,
-                        messages=context_messages(target, None),  # type: ignore[arg-type]
+                        messages=chat_messages(context_messages(target), system_prompt=None),  # type: ignore[arg-type]
                         **extra,
                     )
                 except openai.BadRequestError as exc:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from app.manifest import MANIFEST_FILE, Manifest, ManifestError, find_manifest, load_manifest
+from app.core.manifest import MANIFEST_FILE, Manifest, ManifestError, find_manifest, load_manifest
 from training.cli import parse_config
 
 GITIGNORE = "# Written by training.export: weights and tokenizer stay out of git; model.yaml may be committed.\n*\n"
@@ -183,9 +183,19 @@ class ExportConfig:
     enforce_eager: bool = field(default=True, metadata={"help": "Manifest engine: eager mode."})
 
 
+def system_prompt_of(manifest_ref: str, model_repo: Path) -> str:
+    """The system prompt of a manifest (name under ``model_repo`` or path)."""
+    try:
+        manifest = find_manifest(manifest_ref, model_repo)
+    except ManifestError as exc:
+        raise ExportError(f"system_prompt_manifest {manifest_ref!r}: {exc}") from None
+    if not manifest.system_prompt:
+        raise ExportError(f"system_prompt_manifest {manifest_ref!r}: the manifest has no system_prompt")
+    return manifest.system_prompt
+
+
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from training.sft import SftError, system_prompt_of
 
     config = parse_config(ExportConfig, argv, prog="python -m training.export", description="Export a checkpoint.")
     if not config.checkpoint:
@@ -207,7 +217,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
             max_model_len=config.max_model_len,
             enforce_eager=config.enforce_eager,
         )
-    except (ExportError, SftError) as exc:
+    except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(folder)

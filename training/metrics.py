@@ -29,10 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from training.strategies import StrategyCatalogue
-
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_")
-_LEADING_TAG = re.compile(r"^\s*\[([^\[\]\n]{1,64})\]\s*")
 LONG_REPLY_WORDS = 60
 
 
@@ -120,14 +117,6 @@ def percentile(values: Sequence[int], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return float(ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)])
-
-
-def parse_tagged(text: str, catalogue: StrategyCatalogue) -> tuple[str | None, str]:
-    """Split ``"[Strategy] reply"`` into (catalogue name or None, reply); any leading ``[...]`` tag is removed."""
-    match = _LEADING_TAG.match(text)
-    if match is None:
-        return None, text.strip()
-    return catalogue.canonical(match.group(1)), text[match.end() :].strip()
 
 
 @dataclass(frozen=True)

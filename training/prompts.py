@@ -14,8 +14,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from app.core.strategies import StrategyCatalogue
 from training.schema import Scenario
-from training.strategies import StrategyCatalogue
 
 PROMPTS_VERSION = "roleplay-v1"
 END_MARKER = "[END]"

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from app.core.strategies import StrategyCatalogue, load_catalogue
 from training.cli import parse_config
 from training.filters import FilterLimits, dialogue_problem
 from training.prompts import (
@@ -57,7 +58,6 @@ from training.prompts import (
 )
 from training.scenarios import DEFAULT_DIR, load_scenarios
 from training.schema import Dialogue, Scenario
-from training.strategies import StrategyCatalogue, load_catalogue
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI

@@ -44,7 +44,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from training.strategies import StrategyCatalogue, load_catalogue
+from app.core.strategies import StrategyCatalogue, load_catalogue
 
 Role = Literal["seeker", "supporter"]
 AgeGroup = Literal["13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"]

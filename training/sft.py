@@ -138,13 +138,12 @@ class SftError(Exception):
 def resolve_base_model(spec: str, model_repo: Path) -> Path:
     """The HF folder for ``base_model``: a folder path, or ``manifest:<name>`` materialised via app.materialize."""
     if spec.startswith(MANIFEST_PREFIX):
-        from app.config import Settings
-        from app.manifest import ManifestError, find_manifest
-        from app.materialize import ModelSourceError, resolve_source
+        from app.core.manifest import ManifestError, find_manifest
+        from app.materialize import ModelSourceError, default_cache_dir, resolve_source
 
         try:
             manifest = find_manifest(spec.removeprefix(MANIFEST_PREFIX), model_repo)
-            resolved = resolve_source(manifest, Settings().cache_dir)
+            resolved = resolve_source(manifest, default_cache_dir())
         except (ManifestError, ModelSourceError) as exc:
             raise SftError(f"base_model {spec!r}: {exc}") from None
         folder = Path(resolved)
@@ -160,19 +159,6 @@ def resolve_base_model(spec: str, model_repo: Path) -> Path:
     if not (folder / "config.json").is_file():
         raise SftError(f"base_model {spec!r}: {folder} has no config.json, so it is not an HF model folder")
     return folder
-
-
-def system_prompt_of(manifest_ref: str, model_repo: Path) -> str:
-    """The system prompt of a manifest (name under ``model_repo`` or path)."""
-    from app.manifest import ManifestError, find_manifest
-
-    try:
-        manifest = find_manifest(manifest_ref, model_repo)
-    except ManifestError as exc:
-        raise SftError(f"system_prompt_manifest {manifest_ref!r}: {exc}") from None
-    if not manifest.system_prompt:
-        raise SftError(f"system_prompt_manifest {manifest_ref!r}: the manifest has no system_prompt")
-    return manifest.system_prompt
 
 
 def _checkpoint_to_resume(config: SftConfig) -> str | None:
@@ -192,13 +178,15 @@ def _checkpoint_to_resume(config: SftConfig) -> str | None:
 
 def main(config: SftConfig) -> dict[str, Any]:
     """Build the examples, train, export; returns the run summary (also written to train_summary.json)."""
+    from app.core.strategies import load_catalogue
     from training.sft_data import build_examples, load_dialogues, sample_targets, targets_of
-    from training.strategies import load_catalogue
 
     if not config.data:
         raise SftError("data: no training data given; pass --data FILE.jsonl ... or esconv:train")
     model_repo = Path(config.model_repo)
     base = resolve_base_model(config.base_model, model_repo)
+    from training.export import system_prompt_of
+
     system_prompt = system_prompt_of(config.system_prompt_manifest, model_repo)
     resume_from = _checkpoint_to_resume(config)
     dialogues = load_dialogues(config.data, load_catalogue(config.strategies))

@@ -2,9 +2,9 @@
 
 Each supporter turn that follows a seeker turn becomes one example: the SweetieChat system prompt, then every
 earlier turn (seeker -> ``user``, supporter -> ``assistant``), then the target ``[Strategy] reply`` as the next
-assistant message, all rendered with the base model's own chat template. Earlier supporter turns appear WITHOUT their
-tags, because that is what the model sees when served: the server strips the tag from ``content`` and clients send
-the content back. A supporter greeting that opens a dialogue is context only (a served turn always answers a user).
+assistant message, all rendered with the base model's own chat template, in the one conversation format that the
+server uses too (:mod:`app.core.format`: earlier supporter turns WITHOUT tags, as their visible text). A supporter
+greeting that opens a dialogue is context only (a served turn always answers a user).
 
 Labels are -100 everywhere except the target: the tokens of ``[Strategy] reply`` and the template's end-of-turn
 token (``<|im_end|>`` in ChatML); whatever the template puts after it (a newline) stays masked. When the rendering is
@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.core.format import chat_messages, tagged_reply
+from app.core.messages import Message
+from app.core.strategies import StrategyCatalogue, load_catalogue
+from app.core.template import ChatTokenizer, template_ids
 from training.schema import Dialogue, check_jsonl
-from training.strategies import StrategyCatalogue, load_catalogue
 
 IGNORE_INDEX = -100
 ESCONV_PREFIX = "esconv:"
@@ -39,12 +42,10 @@ class SftDataError(ValueError):
     """Training data cannot be loaded or rendered; the message names the file or template problem."""
 
 
-class ChatTokenizer(Protocol):
+class SftTokenizer(ChatTokenizer, Protocol):
     """The part of an HF tokenizer used here."""
 
     eos_token_id: Any
-
-    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
 
     def convert_tokens_to_ids(self, tokens: Any) -> Any: ...
 
@@ -106,11 +107,6 @@ class BuildStats:
         }
 
 
-def format_target(strategy: str, reply: str) -> str:
-    """The supporter message the model learns to write: ``[Strategy] reply``."""
-    return f"[{strategy}] {reply}"
-
-
 def load_dialogues(specs: Sequence[str], catalogue: StrategyCatalogue | None = None) -> list[Dialogue]:
     """Dialogues from JSONL paths and ``esconv:<split>`` sources, in order; ids must be unique across sources."""
     from training.esconv import EsconvError, import_esconv
@@ -159,15 +155,15 @@ def sample_targets(targets: Sequence[Target], limit: int | None, seed: int) -> l
     return chosen if limit is None else chosen[:limit]
 
 
-def context_messages(target: Target, system_prompt: str | None) -> list[dict[str, str]]:
-    """The chat messages before the target: system prompt, then the turns (supporter turns without tags)."""
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for turn in target.dialogue.turns[: target.index]:
-        messages.append({"role": "user" if turn.role == "seeker" else "assistant", "content": turn.content})
-    return messages
+def context_messages(target: Target) -> list[Message]:
+    """The conversation before the target: seeker turns as ``user``, supporter turns as ``assistant``."""
+    return [
+        Message("user" if turn.role == "seeker" else "assistant", turn.content)
+        for turn in target.dialogue.turns[: target.index]
+    ]
 
 
-def end_of_turn_ids(tokenizer: ChatTokenizer) -> set[int]:
+def end_of_turn_ids(tokenizer: SftTokenizer) -> set[int]:
     """Token ids that close an assistant turn: the eos token and known end-of-turn tokens in the vocabulary."""
     vocab = tokenizer.get_vocab()
     ids = {vocab[token] for token in END_OF_TURN_TOKENS if token in vocab}
@@ -179,13 +175,6 @@ def end_of_turn_ids(tokenizer: ChatTokenizer) -> set[int]:
     if not ids:
         raise SftDataError("the tokenizer has no eos token and none of the known end-of-turn tokens")
     return ids
-
-
-def render_ids(tokenizer: ChatTokenizer, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
-    """Token ids of ``messages`` through the chat template (no second BOS: the template is tokenized directly)."""
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
-    ids = encoded if isinstance(encoded, list) else encoded["input_ids"]
-    return [int(token) for token in ids]
 
 
 def _drop_oldest_turn(messages: list[dict[str, str]]) -> bool:
@@ -200,19 +189,19 @@ def _drop_oldest_turn(messages: list[dict[str, str]]) -> bool:
 
 
 def build_example(
-    tokenizer: ChatTokenizer,
+    tokenizer: SftTokenizer,
     target: Target,
     system_prompt: str | None,
     max_seq_length: int,
     end_ids: set[int],
 ) -> Example | None:
     """The example for one target, or None when it cannot fit in ``max_seq_length`` tokens."""
-    messages = context_messages(target, system_prompt)
-    answer = {"role": "assistant", "content": format_target(target.strategy, target.reply)}
+    messages = chat_messages(context_messages(target), system_prompt=system_prompt)
+    answer = {"role": "assistant", "content": tagged_reply(target.strategy, target.reply)}
     dropped = 0
     while True:
-        prefix = render_ids(tokenizer, messages, generation_prompt=True)
-        full = render_ids(tokenizer, [*messages, answer], generation_prompt=False)
+        prefix = template_ids(tokenizer, messages, generation_prompt=True)
+        full = template_ids(tokenizer, [*messages, answer], generation_prompt=False)
         if len(full) <= max_seq_length:
             break
         before = len(messages)
@@ -237,7 +226,7 @@ def build_example(
 
 
 def build_examples(
-    tokenizer: ChatTokenizer,
+    tokenizer: SftTokenizer,
     targets: Sequence[Target],
     system_prompt: str | None,
     max_seq_length: int,

@@ -1,7 +1,9 @@
-"""Domain errors and their mapping to OpenAI-shaped HTTP errors, in one place.
+"""OpenAI-shaped HTTP errors, and the mapping of every domain error to them, in one place.
 
 Every error body is ``{"error": {"message", "type", "param", "code"}}``. Client mistakes are 4xx with a message that
-says what was wrong and which parameter; unexpected failures are a 500 with no traceback in the body.
+says what was wrong and which parameter; unexpected failures are a 500 with no traceback in the body. The chat
+pipeline raises domain errors (``app/chat/errors.py``, ``app/sessions/base.py``); :func:`to_api_error` turns them into
+HTTP errors, for responses and for in-band stream errors alike.
 """
 
 from __future__ import annotations
@@ -17,13 +19,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
 from app.api.protocol import ErrorInfo, ErrorResponse
+from app.chat.errors import (
+    ChatError,
+    ContextTooLong,
+    GenerationFailed,
+    InvalidChatRequest,
+    Overloaded,
+    Unavailable,
+    UnknownModel,
+)
 from app.sessions.base import (
     InvalidHistory,
     InvalidSessionId,
     SessionBusy,
     SessionConflict,
     SessionError,
-    SessionNotFound,
     SessionStoreUnavailable,
 )
 
@@ -64,17 +74,6 @@ class InvalidRequestError(APIError):
     """400: the request is malformed or asks for something impossible."""
 
 
-class ModelNotFoundError(APIError):
-    status_code = 404
-
-    def __init__(self, model: str) -> None:
-        super().__init__(
-            f"The model `{model}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
-
-
 class NotFoundError(APIError):
     status_code = 404
 
@@ -89,19 +88,42 @@ class ServiceUnavailableError(APIError):
         super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
 
 
+class TooManyRequestsError(APIError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
 class EngineFailureError(APIError):
     status_code = 500
     error_type = "server_error"
 
 
-def session_error(exc: SessionError) -> APIError:
-    """Map a session-memory error to HTTP."""
+def to_api_error(exc: ChatError | SessionError) -> APIError:
+    """The HTTP error for a domain error of the chat pipeline or the session store."""
+    if isinstance(exc, ChatError):
+        return _chat_error(exc)
+    return _session_error(exc)
+
+
+def _chat_error(exc: ChatError) -> APIError:
+    if isinstance(exc, InvalidChatRequest | ContextTooLong):
+        return InvalidRequestError(exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, UnknownModel):
+        return NotFoundError(exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, Overloaded):
+        return TooManyRequestsError(exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, Unavailable):
+        return ServiceUnavailableError(exc.message, retry_after=exc.retry_after_s)
+    if isinstance(exc, GenerationFailed):
+        return EngineFailureError(exc.message, code=exc.code)
+    return EngineFailureError("The server had an error while processing your request.")
+
+
+def _session_error(exc: SessionError) -> APIError:
     if isinstance(exc, InvalidSessionId):
         return InvalidRequestError(str(exc), param="session_id", code="invalid_session_id")
     if isinstance(exc, InvalidHistory):
         return InvalidRequestError(str(exc), param="messages", code="invalid_history")
-    if isinstance(exc, SessionNotFound):
-        return NotFoundError(str(exc), code="session_not_found")
     if isinstance(exc, SessionBusy):
         retry = str(max(1, round(exc.retry_after)))
         return APIError(
@@ -204,9 +226,9 @@ def install_error_handlers(app: FastAPI) -> None:
         error = APIError(str(exc.detail), status_code=exc.status_code, code=kind, headers=dict(exc.headers or {}))
         return error_response(error)
 
-    async def on_session_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, SessionError)
-        return error_response(session_error(exc))
+    async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ChatError | SessionError)
+        return error_response(to_api_error(exc))
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled_error", error_type=type(exc).__name__)
@@ -215,5 +237,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(SessionError, on_session_error)
+    app.add_exception_handler(ChatError, on_domain_error)
+    app.add_exception_handler(SessionError, on_domain_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -14,26 +14,26 @@ router = APIRouter()
 @router.get("/health", include_in_schema=True)
 async def health(request: Request) -> JSONResponse:
     """Liveness: the process answers and the engine is not dead."""
-    service = getattr(request.app.state, "chat", None)
-    alive = service is not None and service.engine.is_alive
+    engine = getattr(request.app.state, "engine", None)
+    alive = engine is not None and engine.is_alive
     return JSONResponse({"status": "ok" if alive else "engine_dead"}, status_code=200 if alive else 503)
 
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
     """Readiness: the engine is loaded and accepting, and the server is not draining."""
-    service = getattr(request.app.state, "chat", None)
-    draining = service is not None and service.admission.draining
-    if service is None or not service.engine.is_ready:
+    state = request.app.state
+    engine, admission, manifest = (getattr(state, name, None) for name in ("engine", "admission", "manifest"))
+    if engine is None or admission is None or manifest is None or not engine.is_ready:
         return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "5"})
-    if draining:
+    if admission.draining:
         return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
-    return JSONResponse({"status": "ready", "model": service.model_name})
+    return JSONResponse({"status": "ready", "model": manifest.name})
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
-    service = getattr(request.app.state, "chat", None)
-    if service is not None:
-        ENGINE_UNFINISHED.set(service.engine.num_unfinished_requests())
+    engine = getattr(request.app.state, "engine", None)
+    if engine is not None:
+        ENGINE_UNFINISHED.set(engine.num_unfinished_requests())
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

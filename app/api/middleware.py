@@ -110,9 +110,9 @@ class DrainGate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        service = getattr(scope["app"].state, "chat", None) if "app" in scope else None
+        admission = getattr(scope["app"].state, "admission", None) if "app" in scope else None
         path = str(scope.get("path", ""))
-        if scope["type"] == "http" and path.startswith("/v1/") and service is not None and service.admission.draining:
+        if scope["type"] == "http" and path.startswith("/v1/") and admission is not None and admission.draining:
             REJECTED.labels(reason="draining").inc()
             await send_error(send, ServiceUnavailableError("The server is shutting down; retry on another replica."))
             return

@@ -6,21 +6,22 @@ import time
 
 from fastapi import APIRouter
 
-from app.api.deps import ChatServiceDep
-from app.api.errors import ModelNotFoundError
+from app.api.deps import EngineDep, ManifestDep
+from app.api.errors import to_api_error
 from app.api.protocol import ErrorResponse, ModelCard, ModelList
+from app.chat.errors import UnknownModel
 
 router = APIRouter()
 _STARTED = int(time.time())
 
 
-def _card(service: ChatServiceDep) -> ModelCard:
-    return ModelCard(id=service.model_name, created=_STARTED, max_model_len=service.engine.max_model_len)
+def _card(manifest: ManifestDep, engine: EngineDep) -> ModelCard:
+    return ModelCard(id=manifest.name, created=_STARTED, max_model_len=engine.max_model_len)
 
 
 @router.get("/v1/models", response_model=ModelList, responses={401: {"model": ErrorResponse}})
-async def list_models(service: ChatServiceDep) -> ModelList:
-    return ModelList(data=[_card(service)])
+async def list_models(manifest: ManifestDep, engine: EngineDep) -> ModelList:
+    return ModelList(data=[_card(manifest, engine)])
 
 
 @router.get(
@@ -28,7 +29,7 @@ async def list_models(service: ChatServiceDep) -> ModelList:
     response_model=ModelCard,
     responses={404: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
 )
-async def retrieve_model(model: str, service: ChatServiceDep) -> ModelCard:
-    if model != service.model_name:
-        raise ModelNotFoundError(model)
-    return _card(service)
+async def retrieve_model(model: str, manifest: ManifestDep, engine: EngineDep) -> ModelCard:
+    if model != manifest.name:
+        raise to_api_error(UnknownModel(model))
+    return _card(manifest, engine)

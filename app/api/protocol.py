@@ -1,20 +1,29 @@
 """OpenAI-compatible request/response models (names mirror the OpenAI spec) plus SweetieChat's extensions.
 
-Only pydantic models live here. Requests convert themselves to engine parameters with
-:meth:`ChatCompletionRequest.to_generation_params`. Unknown request fields are ignored, as OpenAI-compatible servers
-conventionally do, so newer SDKs keep working.
+Only pydantic models live here. Requests convert themselves to the chat pipeline's wire-independent request with
+:meth:`ChatCompletionRequest.to_turn_request` (the one place where wire messages become :class:`Message` objects and
+``developer`` becomes ``system``). Unknown request fields are ignored, as OpenAI-compatible servers conventionally
+do, so newer SDKs keep working.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    model_serializer,
+)
 
-from app.engine.base import GenerationParams
-from app.manifest import SamplingDefaults
+from app.chat.turn import Sampling, TurnRequest
+from app.core.messages import SESSION_ID_RE, Message
 
 
 def _valid_utf8(value: str) -> str:
@@ -30,6 +39,7 @@ Text = Annotated[str, AfterValidator(_valid_utf8)]
 """A string that is valid Unicode text (every request string goes through this)."""
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SessionId = Annotated[Text, Field(pattern=SESSION_ID_RE)]
 
 
 class TextContentPart(BaseModel):
@@ -55,6 +65,10 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+    def to_message(self) -> Message:
+        """The pipeline's message; ``developer`` is OpenAI's newer name for ``system``."""
+        return Message("system" if self.role == "developer" else self.role, self.text)
 
 
 class StreamOptions(BaseModel):
@@ -88,7 +102,7 @@ class ChatCompletionRequest(BaseModel):
     user: Text | None = None
     ignore_eos: StrictBool = False
     """vLLM-compatible extension: keep generating past the end-of-sequence token (load tests, benchmarks)."""
-    session_id: Annotated[Text, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+    session_id: SessionId | None = None
     """SweetieChat extension: continue this stored session (same as the ``X-Session-Id`` header)."""
     strategy: Text | None = None
     """SweetieChat extension: the support strategy the reply must use (a catalogue name)."""
@@ -105,29 +119,29 @@ class ChatCompletionRequest(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
-    @property
-    def requested_max_tokens(self) -> int | None:
-        """``max_completion_tokens`` (current name) wins over the deprecated ``max_tokens``."""
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-    def stop_sequences(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-
-    def to_generation_params(self, defaults: SamplingDefaults, max_tokens: int) -> GenerationParams:
-        """Engine parameters: request fields, else the model manifest's defaults."""
-        return GenerationParams(
-            max_tokens=max_tokens,
-            temperature=defaults.temperature if self.temperature is None else self.temperature,
-            top_p=defaults.top_p if self.top_p is None else self.top_p,
+    def to_turn_request(self) -> TurnRequest:
+        """The pipeline's request. ``max_completion_tokens`` (the current name) wins over ``max_tokens``."""
+        stop = () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        return TurnRequest(
+            model=self.model,
+            messages=[m.to_message() for m in self.messages],
+            sampling=Sampling(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed,
+                stop=stop,
+                presence_penalty=self.presence_penalty,
+                frequency_penalty=self.frequency_penalty,
+            ),
             n=self.n,
-            seed=self.seed,
-            stop=self.stop_sequences(),
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            repetition_penalty=defaults.repetition_penalty,
+            max_tokens=self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens,
+            session_id=self.session_id,
+            strategy=self.strategy,
+            strategy_mode=self.strategy_mode,
+            max_sentences=self.max_sentences,
             ignore_eos=self.ignore_eos,
+            locale=self.locale,
+            stream=self.stream,
         )
 
 
@@ -170,7 +184,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatCompletionChoice]
     usage: UsageInfo
-    session_id: Annotated[Text, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+    session_id: SessionId | None = None
     """SweetieChat extension: the session this turn belongs to (omitted for stateless requests)."""
     turn: int | None = None
     """SweetieChat extension: this turn's number in the session."""
@@ -189,6 +203,15 @@ class ChatCompletionStreamChoice(BaseModel):
     finish_reason: str | None = None
     logprobs: None = None
 
+    @model_serializer(mode="wrap")
+    def _openai_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """OpenAI sends ``finish_reason`` and ``logprobs`` on every chunk, null until the end: keep them even when
+        the chunk is dumped with ``exclude_none`` (clients index them directly)."""
+        data: dict[str, Any] = handler(self)
+        data.setdefault("finish_reason", None)
+        data.setdefault("logprobs", None)
+        return data
+
 
 class ChatCompletionStreamResponse(BaseModel):
     id: str
@@ -197,7 +220,7 @@ class ChatCompletionStreamResponse(BaseModel):
     model: str
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
-    session_id: Annotated[Text, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+    session_id: SessionId | None = None
     turn: int | None = None
     safety: SafetyInfo | None = None
 

@@ -6,12 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
-from app.api.deps import ChatServiceDep, TenantDep
+from app.api.deps import StoreDep, TenantDep
 from app.api.errors import NotFoundError
 from app.api.protocol import ErrorResponse
+from app.core.messages import SESSION_ID_RE
 
 router = APIRouter()
-SessionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="The session id.")]
+SessionId = Annotated[str, Path(pattern=SESSION_ID_RE, description="The session id.")]
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 404, 503)}
 
 
@@ -22,17 +23,17 @@ def _not_found(session_id: str) -> NotFoundError:
 
 
 @router.get("/v1/sessions/{session_id}", responses=_ERRORS)
-async def export_session(session_id: SessionId, service: ChatServiceDep, tenant: TenantDep) -> dict[str, Any]:
+async def export_session(session_id: SessionId, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
     """The stored session: persona, messages (with strategies), turns, created/updated, usage."""
-    record = await service.store.get(tenant, session_id)
+    record = await store.get(tenant, session_id)
     if record is None:
         raise _not_found(session_id)
     return {"object": "session", **record.to_dict()}
 
 
 @router.delete("/v1/sessions/{session_id}", status_code=204, response_class=Response, responses=_ERRORS)
-async def delete_session(session_id: SessionId, service: ChatServiceDep, tenant: TenantDep) -> Response:
+async def delete_session(session_id: SessionId, store: StoreDep, tenant: TenantDep) -> Response:
     """Erase the session now; a second delete (or any later read) is a 404."""
-    if not await service.store.delete(tenant, session_id):
+    if not await store.delete(tenant, session_id):
         raise _not_found(session_id)
     return Response(status_code=204)

@@ -10,17 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from app.api.errors import APIError, ServiceUnavailableError
+from app.chat.errors import Overloaded, Unavailable
 from app.observability import QUEUED, REJECTED
 
 
-class TooManyRequestsError(APIError):
-    status_code = 429
-    error_type = "rate_limit_error"
-
-
 class Admission:
-    """Counts running and queued generations; ``acquire`` returns a :class:`Slot` or raises 429/503."""
+    """Counts running and queued generations; ``acquire`` returns a :class:`Slot` or raises ``Overloaded`` (429)
+    or, while draining, ``Unavailable`` (503)."""
 
     def __init__(self, max_inflight: int, max_queued: int, queue_timeout_s: float, retry_after_s: int = 1) -> None:
         self.max_inflight = max_inflight
@@ -40,18 +36,18 @@ class Admission:
         """Running plus queued: what a drain waits for."""
         return self.running + self.queued
 
-    def _reject(self, reason: str) -> TooManyRequestsError:
+    def _reject(self, reason: str) -> Overloaded:
         REJECTED.labels(reason=reason).inc()
-        return TooManyRequestsError(
+        return Overloaded(
             "The server is at capacity; please retry shortly.",
             code="server_overloaded" if reason == "queue_full" else "queue_timeout",
-            headers={"Retry-After": str(self.retry_after_s)},
+            retry_after_s=self.retry_after_s,
         )
 
     async def acquire(self) -> Slot:
         if self.draining:
             REJECTED.labels(reason="draining").inc()
-            raise ServiceUnavailableError("The server is shutting down; retry on another replica.", retry_after=1)
+            raise Unavailable("The server is shutting down; retry on another replica.", retry_after_s=1)
         if self.running < self.max_inflight and not self._waiters:
             self.running += 1
             return Slot(self)

@@ -1,84 +1,105 @@
-"""Prompt building: messages -> chat-template token ids, with the model's SweetieChat system prompt.
+"""Render the prompt: a conversation -> chat-template token ids for one model, trimmed to fit its context.
 
-Token ids come straight from ``apply_chat_template(..., tokenize=True)``: rendering to text and tokenising again
-would add a second BOS on some tokenizers.
+The conversation format itself (visible text only, system prompt first, the strategy tag) is
+:mod:`app.core.format`; this module adds the tokenizer, the model's system prompt and the token budget.
+
+Budget: a session's history is trimmed by whole oldest exchanges, in blocks (``app/sessions/history.py``), so that
+consecutive prompts share a byte-identical prefix and vLLM's prefix cache hits. What is kept must leave room for the
+reply: ``max_tokens`` of it, but never more than :data:`REPLY_ROOM_MAX_SHARE` of the context, so that a client asking
+for a long reply does not lose its whole history. Per-message template overhead is measured from the tokenizer once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
+from app.core.format import chat_messages, tag
+from app.core.messages import Message, group_exchanges
+from app.core.template import ChatTokenizer, template_ids, text_ids
+from app.sessions.history import trim_to_budget
 
-class ChatTokenizer(Protocol):
-    """The part of an HF tokenizer the prompt builder uses."""
-
-    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
-
-    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+REPLY_ROOM_MAX_SHARE = 0.5
+"""At most this share of the context is held back for the reply when trimming a session's history."""
 
 
 @dataclass(frozen=True)
-class Turn:
-    role: str
-    content: str
-    strategy: str | None = None
-    """Strategy of an assistant message; rendered as a leading ``[Strategy]`` tag for ``model``-mode models."""
+class Prompt:
+    """Token ids for the engine, and how the history was trimmed."""
+
+    token_ids: list[int]
+    dropped_exchanges: int = 0
 
 
-class PromptBuilder:
-    """Renders a conversation for one model, adding its system prompt when the client sent none."""
+class PromptRenderer:
+    """Renders conversations for one model (its tokenizer and its SweetieChat system prompt)."""
 
     def __init__(self, tokenizer: ChatTokenizer, system_prompt: str | None) -> None:
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
-
-    def conversation(
-        self, messages: Sequence[Turn], *, instruction: str | None = None, tag_strategies: bool = False
-    ) -> list[dict[str, str]]:
-        """Normalise roles (``developer`` is a system message), add the default system prompt and ``instruction``.
-
-        ``tag_strategies`` renders assistant messages as ``[Strategy] reply``, the format a ``model``-mode
-        (fine-tuned) model was trained on.
-        """
-        conv = []
-        for m in messages:
-            content = (
-                f"[{m.strategy}] {m.content}" if tag_strategies and m.role == "assistant" and m.strategy else m.content
-            )
-            conv.append({"role": "system" if m.role == "developer" else m.role, "content": content})
-        if self.system_prompt and not any(m["role"] == "system" for m in conv):
-            conv.insert(0, {"role": "system", "content": self.system_prompt})
-        if instruction:
-            if conv and conv[0]["role"] == "system":
-                conv[0] = {"role": "system", "content": f"{conv[0]['content']}\n{instruction}"}
-            else:
-                conv.insert(0, {"role": "system", "content": instruction})
-        return conv
-
-    def token_ids(
-        self,
-        messages: Sequence[Turn],
-        *,
-        instruction: str | None = None,
-        tag_strategies: bool = False,
-        prefill: str = "",
-    ) -> list[int]:
-        """Prompt token ids ending with the assistant header, plus ``prefill`` (the reply's forced start)."""
-        out = self.raw_ids(self.conversation(messages, instruction=instruction, tag_strategies=tag_strategies))
-        if prefill:
-            out += self.tokenizer.encode(prefill, add_special_tokens=False)
-        return out
+        self.message_overhead = _message_overhead(tokenizer)
+        """Most tokens the chat template adds around one message (role header, end-of-turn), measured once."""
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        return len(text_ids(self.tokenizer, text))
 
-    def raw_ids(self, conversation: list[dict[str, str]]) -> list[int]:
-        """Token ids of an explicit conversation (no default system prompt), ending with the assistant header."""
-        encoded = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
-        ids = encoded["input_ids"] if not isinstance(encoded, list) else encoded
-        return [int(t) for t in ids]
+    def render(
+        self, conversation: Sequence[Message], *, instruction: str | None = None, prefill: str | None = None
+    ) -> list[int]:
+        """Token ids ending with the assistant header, plus ``prefill`` (a forced start of the reply: a tag)."""
+        ids = template_ids(
+            self.tokenizer, chat_messages(conversation, system_prompt=self.system_prompt, instruction=instruction)
+        )
+        return ids + text_ids(self.tokenizer, tag(prefill)) if prefill else ids
+
+    def render_trimmed(
+        self,
+        persona: Sequence[Message],
+        history: Sequence[Message],
+        *,
+        context_len: int,
+        reply_tokens: int,
+        block: int,
+        already_dropped: int,
+        instruction: str | None = None,
+        prefill: str | None = None,
+    ) -> Prompt:
+        """A session's prompt: persona + history (ending with the new user message(s)), oldest whole exchanges
+        dropped in blocks of ``block`` until it fits ``context_len`` minus the room held for the reply."""
+        room = min(reply_tokens, int(context_len * REPLY_ROOM_MAX_SHARE))
+        fixed = persona or [Message("system", self.system_prompt or "")]
+        reserved = sum(self._cost(m) for m in fixed) + self.count_tokens(instruction or "") + self.message_overhead
+
+        def cost(exchange: list[Message]) -> int:
+            return sum(self._cost(m) for m in exchange)
+
+        kept, dropped = trim_to_budget(
+            group_exchanges(list(history)),
+            cost,
+            max(1, context_len - room),
+            block,
+            reserved_tokens=reserved,
+            already_dropped=already_dropped,
+        )
+        conversation = [*persona, *(m for exchange in kept for m in exchange)]
+        return Prompt(self.render(conversation, instruction=instruction, prefill=prefill), dropped)
+
+    def _cost(self, message: Message) -> int:
+        return self.count_tokens(message.content) + self.message_overhead
+
+
+def _message_overhead(tokenizer: ChatTokenizer) -> int:
+    """Tokens a chat template spends on one message besides its content (ChatML: ``<|im_start|>user\\n`` ...
+    ``<|im_end|>\\n``): how much a rendered conversation grows by one message, minus that message's text, for each
+    role; the largest, so that trimming never underestimates a prompt."""
+    growth = []
+    base = [{"role": "user", "content": "a"}]
+    for role in ("assistant", "user"):
+        longer = [*base, {"role": "assistant", "content": "b"}] if role == "user" else base
+        before = len(template_ids(tokenizer, longer, generation_prompt=False))
+        after = len(template_ids(tokenizer, [*longer, {"role": role, "content": "b"}], generation_prompt=False))
+        growth.append(after - before - len(text_ids(tokenizer, "b")))
+    return max(1, *growth)
 
 
 def load_tokenizer(model_path: str) -> ChatTokenizer:

@@ -1,6 +1,9 @@
-"""The visible text of one reply choice: the engine's raw text, with the strategy tag stripped and the length budget
-applied. The streaming and the non-streaming paths both read replies through :class:`ReplyText`, so they cannot
-disagree about what the client sees (or what a session stores).
+"""Shape the reply: the engine's raw text of one choice -> the text the client sees (and a session stores).
+
+In order: the strategy tag is stripped (``model`` mode; :class:`app.core.format.TagStripper`), the sentence budget
+ends the reply after its N-th sentence (:mod:`app.chat.reply_budget`), and the safety decision frames it (a leading
+message before the model's first token, a trailing one after its last). Streaming and non-streaming replies both go
+through :class:`ReplyShaper`, so they cannot disagree about what is shown or stored.
 """
 
 from __future__ import annotations
@@ -8,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.chat.reply_budget import SentenceBudget
-from app.chat.strategy import TagStripper
-from training.strategies import StrategyCatalogue
+from app.core.format import TagStripper
+from app.core.strategies import StrategyCatalogue
 
 
 @dataclass(frozen=True)
@@ -19,29 +22,52 @@ class ReplyDelta:
     index: int
     text: str = ""
     strategy: str | None = None
-    """Set once per choice, on its first delta, when the model's own tag named the strategy."""
+    """Set once per choice, when the model's own tag named the strategy."""
     finish_reason: str | None = None
 
 
-class ReplyText:
-    """Turns one choice's engine text into visible text: tag stripping (``model`` mode), then the sentence budget."""
+class ReplyShaper:
+    """Visible text of one choice: ``leading`` + tag-stripped, sentence-limited model text + ``trailing``."""
 
-    def __init__(self, index: int, catalogue: StrategyCatalogue | None, max_sentences: int | None) -> None:
+    def __init__(
+        self,
+        index: int,
+        *,
+        catalogue: StrategyCatalogue | None,
+        max_sentences: int | None,
+        leading: str = "",
+        trailing: str = "",
+    ) -> None:
         self.index = index
         self.stripper = TagStripper(catalogue) if catalogue is not None else None
         self.budget = SentenceBudget(max_sentences) if max_sentences else None
-        self.finished = False
+        self.leading = leading
+        self.trailing = trailing
+        self.text = ""
+        self.finish_reason: str | None = None
         self._announced = self.stripper is None
 
     @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
     def limited(self) -> bool:
-        """The sentence limit ended this reply (not the model or ``max_tokens``)."""
+        """The sentence budget ended this reply (not the model or ``max_tokens``)."""
         return self.budget is not None and self.budget.reached
 
     @property
     def strategy(self) -> str | None:
         """The strategy the model's tag named (None without tag parsing or without a valid tag)."""
         return self.stripper.strategy if self.stripper else None
+
+    def start(self) -> ReplyDelta | None:
+        """The leading safety message, sent before the model's first token (None when there is none)."""
+        return self._emit(self.leading, None, None) if self.leading else None
+
+    def replace(self) -> ReplyDelta:
+        """The whole reply when the model's text must not be shown: only ``leading`` (the vetted message)."""
+        return self._emit(self.leading, None, "stop")
 
     def feed(self, text: str, finish_reason: str | None) -> ReplyDelta | None:
         """The visible change for new engine text (None when there is nothing to send yet)."""
@@ -56,10 +82,16 @@ class ReplyText:
             if self.budget.reached:
                 finish_reason = "stop"  # the reply ended with its last allowed sentence
         strategy = None
-        if not self._announced and (text or finish_reason or (self.stripper and self.stripper.strategy)):
+        if not self._announced and (text or finish_reason or self.strategy):
             self._announced = True
             strategy = self.strategy
-        self.finished = finish_reason is not None
+        if finish_reason:
+            text += self.trailing
         if not (text or strategy or finish_reason):
             return None
+        return self._emit(text, strategy, finish_reason)
+
+    def _emit(self, text: str, strategy: str | None, finish_reason: str | None) -> ReplyDelta:
+        self.text += text
+        self.finish_reason = finish_reason
         return ReplyDelta(self.index, text, strategy, finish_reason)

@@ -1,98 +1,87 @@
-"""Support strategies at inference time: tag parsing, steering, and the Strategy Counselor prompt.
+"""Plan the reply's support strategy: requested, chosen by the Strategy Counselor, the model's own tag, or none.
 
-Modes (per model manifest, ``strategy_mode``):
+Modes (per model manifest, ``strategy_mode``, or per request):
 
-- ``model``: a fine-tuned model writes ``[Strategy] reply``. :class:`TagStripper` removes the leading tag from the
-  visible text, in streams too, holding back at most the tag itself (bounded by ``MAX_TAG_CHARS``), and reports
-  the strategy. A requested strategy is forced by prefilling ``[Strategy] `` after the generation prompt.
+- ``model``: a fine-tuned model writes ``[Strategy] reply`` (the format: :mod:`app.core.format`); the server strips
+  the tag and reports the strategy. A requested strategy is forced by prefilling its tag.
 - ``counselor``: for base models. A short generation constrained to the catalogue names (vLLM structured outputs,
-  guided choice) picks the strategy from the conversation, then the reply is generated with that strategy in its
-  instructions (the paper's Strategy Counselor, at inference time).
-- ``off``: no strategy handling, unless the client asks for one: then it goes into the instructions.
+  guided choice) picks the strategy from the conversation (the paper's Strategy Counselor, at inference time); the
+  reply is then generated with that strategy in its instructions.
+- ``off``: nothing, unless the client requests a strategy: then it goes into the instructions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, TypeAlias
 
-from training.strategies import StrategyCatalogue
+from app.core.messages import Message
+from app.core.strategies import StrategyCatalogue
+from app.core.template import ChatTokenizer, template_ids, text_ids
+from app.engine.base import Engine, GenerationParams
 
-MAX_TAG_CHARS = 48
-"""A leading ``[...]`` longer than this is not a strategy tag; the text is released as it is."""
+StrategyMode: TypeAlias = Literal["off", "counselor", "model"]
 
-
-class TagStripper:
-    """Incrementally removes a leading ``[Strategy]`` tag from streamed text.
-
-    ``feed`` returns the text that may be shown now; text is held back only while it could still be the tag.
-    """
-
-    def __init__(self, catalogue: StrategyCatalogue) -> None:
-        self.catalogue = catalogue
-        self.strategy: str | None = None
-        self._buffer = ""
-        self._decided = False
-        self._strip_space = False
-
-    def feed(self, text: str) -> str:
-        if self._decided:
-            return self._after_tag(text)
-        self._buffer += text
-        head = self._buffer.lstrip()
-        if not head:
-            return ""
-        if not head.startswith("["):
-            return self._release()
-        end = head.find("]")
-        if end < 0:
-            return "" if len(head) <= MAX_TAG_CHARS else self._release()
-        name = self.catalogue.canonical(head[1:end])
-        if name is None:
-            return self._release()
-        self.strategy, self._decided, self._strip_space = name, True, True
-        rest, self._buffer = head[end + 1 :], ""
-        return self._after_tag(rest)
-
-    def finish(self) -> str:
-        """Flush whatever is still held back (an unterminated ``[`` at the end of the reply)."""
-        return "" if self._decided else self._release()
-
-    def _release(self) -> str:
-        self._decided = True
-        out, self._buffer = self._buffer, ""
-        return out
-
-    def _after_tag(self, text: str) -> str:
-        if self._strip_space:
-            text = text.lstrip()
-            if text:
-                self._strip_space = False
-        return text
+COUNSELOR_CONTEXT_MESSAGES = 6
+"""The counselor reads this many of the latest user/assistant messages."""
 
 
 @dataclass(frozen=True)
-class CounselorPrompt:
-    """Messages for the Strategy Counselor's constrained pick."""
+class StrategyPlan:
+    """What the pipeline does about strategies for one turn."""
 
-    system: str
-    user: str
-
-
-def counselor_prompt(
-    catalogue: StrategyCatalogue, transcript: list[tuple[str, str]], turns: int = 6
-) -> CounselorPrompt:
-    """Ask for the next supporter strategy, given the last ``turns`` messages of the conversation."""
-    lines = [f"{'Seeker' if role == 'user' else 'Supporter'}: {content}" for role, content in transcript[-turns:]]
-    system = (
-        "You are a Strategy Counselor for an emotional-support conversation. Read the conversation and choose the "
-        "one support strategy the Supporter should use next.\nStrategies:\n" + catalogue.describe(with_examples=False)
-    )
-    user = "Conversation:\n" + "\n".join(lines) + "\n\nThe best strategy for the Supporter's next reply is:"
-    return CounselorPrompt(system=system, user=user)
+    strategy: str | None
+    """Known before generation (requested or counselor-chosen); in ``model`` mode the model's tag may set it later."""
+    instruction: str | None = None
+    """Added to the system message (``off``/``counselor`` modes)."""
+    prefill: str | None = None
+    """Forced start of the reply (``model`` mode with a requested strategy): the strategy whose tag is prefilled."""
+    parse_tags: bool = False
+    """Read the strategy from the model's own leading tag."""
 
 
-def strategy_instruction(catalogue: StrategyCatalogue, name: str) -> str:
+def instruction_for(catalogue: StrategyCatalogue, name: str) -> str:
     """The line added to the supporter's system prompt to steer the reply."""
     strategy = catalogue.get(name)
     definition = f" ({strategy.definition})" if strategy else ""
     return f"In your next reply, use the support strategy '{name}'{definition}. Keep it short and specific."
+
+
+def plan_for(catalogue: StrategyCatalogue, mode: StrategyMode, strategy: str | None) -> StrategyPlan:
+    """The plan once the strategy (requested or counselor-chosen, or None) is known."""
+    if mode == "model":
+        return StrategyPlan(strategy, prefill=strategy, parse_tags=strategy is None)
+    return StrategyPlan(strategy, instruction=instruction_for(catalogue, strategy) if strategy else None)
+
+
+class Counselor:
+    """The Strategy Counselor: one short generation constrained to exactly one catalogue name."""
+
+    def __init__(self, engine: Engine, tokenizer: ChatTokenizer, catalogue: StrategyCatalogue) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.catalogue = catalogue
+        # Guided choice emits one catalogue name and then end-of-sequence: the longest name plus one token.
+        self.max_tokens = max(len(text_ids(tokenizer, name)) for name in catalogue.names) + 1
+
+    def messages(self, conversation: Sequence[Message]) -> list[dict[str, str]]:
+        """The counselor's own prompt: the catalogue, then the latest messages as a transcript."""
+        turns = [m for m in conversation if m.role in ("user", "assistant")][-COUNSELOR_CONTEXT_MESSAGES:]
+        lines = [f"{'Seeker' if m.role == 'user' else 'Supporter'}: {m.content}" for m in turns]
+        system = (
+            "You are a Strategy Counselor for an emotional-support conversation. Read the conversation and choose "
+            "the one support strategy the Supporter should use next.\nStrategies:\n"
+            + self.catalogue.describe(with_examples=False)
+        )
+        user = "Conversation:\n" + "\n".join(lines) + "\n\nThe best strategy for the Supporter's next reply is:"
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    async def choose(self, conversation: Sequence[Message], request_id: str) -> str | None:
+        """A catalogue name, or None when the engine answered something else (never a silent default)."""
+        ids = template_ids(self.tokenizer, self.messages(conversation))
+        params = GenerationParams(max_tokens=self.max_tokens, temperature=0.0, choices=tuple(self.catalogue.names))
+        text = ""
+        async for deltas in self.engine.generate(ids, params, f"{request_id}-counselor"):
+            text += "".join(d.text for d in deltas if d.index == 0)
+        return self.catalogue.canonical(text)

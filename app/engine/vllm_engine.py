@@ -10,8 +10,8 @@ import os
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
+from app.core.manifest import EngineConfig
 from app.engine.base import ChoiceDelta, EngineError, GenerationParams, InvalidParamsError
-from app.manifest import EngineConfig
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM

@@ -8,42 +8,43 @@ oldest turns, in fixed blocks, so consecutive prompts share a byte-identical pre
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar, cast
+from typing import TypeVar
 
-from app.sessions.base import InvalidHistory, Role, SessionConflict, StoredMessage
+from app.core.messages import Message
+from app.sessions.base import InvalidHistory, SessionConflict
 
 T = TypeVar("T")
 
 
-def split_persona(messages: Sequence[tuple[str, str]]) -> tuple[str | None, list[tuple[str, str]]]:
+def split_persona(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
     """Split leading ``system`` messages (joined with a blank line) from the conversation messages.
 
     Returns ``(persona or None, rest)``. A system message after the first user/assistant message raises
     ``InvalidHistory``: a session stores one persona, not system messages inside the conversation.
     """
     index = 0
-    while index < len(messages) and messages[index][0] == "system":
+    while index < len(messages) and messages[index].role == "system":
         index += 1
     for position in range(index, len(messages)):
-        if messages[position][0] == "system":
+        if messages[position].role == "system":
             raise InvalidHistory(
                 f"message {position}: system messages must come before all user and assistant messages"
             )
-    persona = "\n\n".join(content for _role, content in messages[:index]) if index else None
+    persona = "\n\n".join(m.content for m in messages[:index]) if index else None
     return persona, list(messages[index:])
 
 
 def reconcile(
-    stored: Sequence[StoredMessage],
-    incoming: Sequence[tuple[str, str]],
+    stored: Sequence[Message],
+    incoming: Sequence[Message],
     *,
     trimmed: bool = False,
-) -> list[tuple[Role, str]]:
+) -> list[Message]:
     """Return the part of ``incoming`` that is new relative to the ``stored`` history.
 
-    ``incoming`` is the request's user/assistant messages (persona already split off), oldest first; it must end
-    with a user message. Messages are compared by role and content with surrounding whitespace stripped; the
-    returned messages are the client's own, unstripped.
+    ``incoming`` is the request's user/assistant messages (persona already split off), oldest first, ending with a
+    user message (the chat pipeline's ``validate`` step checks that for every request). Messages are compared by
+    role and content with surrounding whitespace stripped; the returned messages are the client's own, unstripped.
 
     - One incoming message, or no stored history: all of ``incoming`` is new.
     - ``incoming`` starts with the whole stored history: the rest is new.
@@ -51,14 +52,13 @@ def reconcile(
       those turns, so the stored history may start later in ``incoming``; the latest place where it fits is used.
     - Otherwise ``SessionConflict`` names the first incoming index that contradicts the stored history.
 
-    Raises ``InvalidHistory`` for an empty list, an unknown or system role, or a last message that is not a user
-    message.
+    Raises ``InvalidHistory`` for an empty list or a system message (the persona belongs in front).
     """
     new = _validated(incoming)
     if len(new) == 1 or not stored:
         return new
     stored_keys = [(message.role, message.content.strip()) for message in stored]
-    incoming_keys = [(role, content.strip()) for role, content in new]
+    incoming_keys = [(message.role, message.content.strip()) for message in new]
     size = len(stored_keys)
     if incoming_keys[:size] == stored_keys and len(incoming_keys) > size:
         return new[size:]
@@ -134,22 +134,12 @@ def trim_to_budget(
     return list(turns[count - 1 :]), count - 1
 
 
-def _validated(incoming: Sequence[tuple[str, str]]) -> list[tuple[Role, str]]:
+def _validated(incoming: Sequence[Message]) -> list[Message]:
     if not incoming:
         raise InvalidHistory("no messages: a session turn needs at least one user message")
-    messages: list[tuple[Role, str]] = []
-    for index, (role, content) in enumerate(incoming):
-        if role == "system":
+    for index, message in enumerate(incoming):
+        if message.role == "system":
             raise InvalidHistory(
                 f"message {index}: system messages are the session persona; split them off first (split_persona)"
             )
-        if role not in ("user", "assistant"):
-            raise InvalidHistory(f"message {index}: unknown role {role!r}; use 'user' or 'assistant'")
-        if not isinstance(content, str):
-            raise InvalidHistory(f"message {index}: content must be text")
-        messages.append((cast(Role, role), content))
-    if messages[-1][0] != "user":
-        raise InvalidHistory(
-            f"the last message must be a user message, got {messages[-1][0]!r}; a turn answers a user message"
-        )
-    return messages
+    return list(incoming)

@@ -15,19 +15,19 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
+from app.core.messages import Message
 from app.sessions.base import (
     OpObserver,
     SessionConflict,
+    SessionLease,
     SessionRecord,
-    StoredMessage,
     TurnCommit,
-    acquire_with_backoff,
+    poll,
     validate_lock_args,
     validate_session_id,
     validate_store_limits,
@@ -48,8 +48,9 @@ class _Session:
     persona: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    risk_hold: int = 0
     expires_at: float = 0.0
-    history: deque[list[StoredMessage]] = field(default_factory=deque)
+    history: deque[list[Message]] = field(default_factory=deque)
 
 
 @dataclass(slots=True)
@@ -84,48 +85,34 @@ class MemorySessionStore:
         self._sessions: OrderedDict[_Key, _Session] = OrderedDict()
         self._locks: dict[_Key, _Lock] = {}
 
-    async def get(self, tenant: str, session_id: str) -> SessionRecord | None:
-        """See ``SessionStore.get``. Returns a copy: mutating it does not touch the store."""
-        start = time.perf_counter()
-        key = _key(tenant, session_id)
-        session = self._live(key)
-        record = None if session is None else _record(key, session)
-        self._observe("get", start)
-        return record
-
-    @asynccontextmanager
-    async def lock(self, tenant: str, session_id: str, *, wait_s: float, ttl_s: float) -> AsyncIterator[None]:
-        """See ``SessionStore.lock``."""
+    async def open(self, tenant: str, session_id: str, *, wait_s: float, ttl_s: float) -> SessionLease:
+        """See ``SessionStore.open``."""
         validate_lock_args(wait_s=wait_s, ttl_s=ttl_s)
         key = _key(tenant, session_id)
-        token = secrets.token_hex(16)
+        lease = SessionLease(tenant, session_id, secrets.token_hex(16), None)
 
-        async def try_acquire() -> bool:
+        async def try_once() -> bool | None:
             now = self._clock()
             held = self._locks.get(key)
             if held is not None and held.expires_at > now:
-                return False
-            self._locks[key] = _Lock(token=token, expires_at=now + ttl_s)
+                return None
+            self._locks[key] = _Lock(token=lease.token, expires_at=now + ttl_s)
             return True
 
         start = time.perf_counter()
         try:
-            await acquire_with_backoff(try_acquire, wait_s=wait_s)
+            await poll(try_once, wait_s=wait_s)
         finally:
-            self._observe("lock", start)
-        try:
-            yield
-        finally:
-            start = time.perf_counter()
-            held = self._locks.get(key)
-            if held is not None and held.token == token:
-                del self._locks[key]
-            self._observe("unlock", start)
+            self._observe("open", start)
+        session = self._live(key)
+        lease.record = None if session is None else _record(key, session)
+        return lease
 
-    async def commit_turn(self, tenant: str, session_id: str, commit: TurnCommit) -> SessionRecord:
-        """See ``SessionStore.commit_turn``."""
+    async def commit(self, lease: SessionLease, commit: TurnCommit) -> SessionRecord:
+        """See ``SessionStore.commit``."""
         start = time.perf_counter()
-        key = _key(tenant, session_id)
+        key = _key(lease.tenant, lease.session_id)
+        self._unlock(key, lease)
         session = self._live(key)
         version = 0 if session is None else session.version
         if version != commit.expected_version:
@@ -140,23 +127,52 @@ class MemorySessionStore:
         if session is None:
             session = _Session(created=now)
             self._sessions[key] = session
-        new_turns = commit.to_turns(now)
-        session.history.extend(new_turns)
+        new_exchanges = commit.exchanges(now)
+        session.history.extend(new_exchanges)
         while len(session.history) > self._max_turns:
             session.history.popleft()
         session.version += 1
-        session.turns += len(new_turns)
+        session.turns += len(new_exchanges)
         session.updated = now
         session.prompt_tokens += commit.prompt_tokens
         session.completion_tokens += commit.completion_tokens
         if commit.persona is not None:
             session.persona = commit.persona
+        if commit.risk_hold is not None:
+            session.risk_hold = commit.risk_hold
         session.expires_at = self._clock() + self._ttl_s
         self._sessions.move_to_end(key)
         self._sweep()
         record = _record(key, session)
         self._observe("commit", start)
         return record
+
+    async def release(self, lease: SessionLease) -> None:
+        """See ``SessionStore.release``."""
+        if lease.released:
+            return
+        start = time.perf_counter()
+        self._unlock(_key(lease.tenant, lease.session_id), lease)
+        self._observe("release", start)
+
+    async def get(self, tenant: str, session_id: str) -> SessionRecord | None:
+        """See ``SessionStore.get``. Returns a copy: mutating it does not touch the store."""
+        start = time.perf_counter()
+        key = _key(tenant, session_id)
+        session = self._live(key)
+        record = None if session is None else _record(key, session)
+        self._observe("get", start)
+        return record
+
+    def _unlock(self, key: _Key, lease: SessionLease) -> None:
+        """Release the lock if ``lease`` still holds it (a holder whose lock expired and was taken over frees
+        nothing)."""
+        if lease.released:
+            return
+        lease.released = True
+        held = self._locks.get(key)
+        if held is not None and held.token == lease.token:
+            del self._locks[key]
 
     async def delete(self, tenant: str, session_id: str) -> bool:
         """See ``SessionStore.delete``."""
@@ -220,4 +236,5 @@ def _record(key: _Key, session: _Session) -> SessionRecord:
         version=session.version,
         prompt_tokens=session.prompt_tokens,
         completion_tokens=session.completion_tokens,
+        risk_hold=session.risk_hold,
     )

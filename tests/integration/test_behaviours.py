@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import httpx
 import openai
 import pytest
 
@@ -54,10 +57,14 @@ def test_safe_and_idiomatic_messages_are_not_flagged(client: openai.OpenAI) -> N
 
 def test_requested_strategy_is_honoured_stream_and_non_stream(client: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "My dog died last week."}]
+    plain = client.chat.completions.create(model=TINY_MODEL, messages=messages, max_tokens=6)
     reply = client.chat.completions.create(
         model=TINY_MODEL, messages=messages, max_tokens=6, extra_body={"strategy": "Reflection of feelings"}
     )
     assert reply.choices[0].message.model_extra["strategy"] == "Reflection of feelings"
+    # The strategy's instruction (its name and definition) reached the prompt the model saw.
+    assert plain.usage is not None and reply.usage is not None
+    assert reply.usage.prompt_tokens - plain.usage.prompt_tokens >= 20
     chunks = list(
         client.chat.completions.create(
             model=TINY_MODEL, messages=messages, max_tokens=6, stream=True, extra_body={"strategy": "question"}
@@ -74,13 +81,25 @@ def test_unknown_strategy_is_400(client: openai.OpenAI) -> None:
     assert info.value.param == "strategy" and "Providing Suggestions" in info.value.message
 
 
-def test_counselor_mode_picks_a_catalogue_strategy_on_tiny_model(client: openai.OpenAI) -> None:
-    from training.strategies import load_catalogue
+def test_counselor_mode_picks_a_catalogue_strategy_on_tiny_model(
+    client: openai.OpenAI, tiny_server: ServerProcess
+) -> None:
+    from app.core.strategies import load_catalogue
 
+    invalid_before = counselor_invalid(tiny_server)
     reply = client.chat.completions.create(
         model=TINY_MODEL,
         messages=[{"role": "user", "content": "I can't stop worrying about my exams."}],
         max_tokens=4,
         extra_body={"strategy_mode": "counselor"},
     )
+    # A random model still picks a catalogue name: guided choice constrains its output (no fallback exists).
     assert reply.choices[0].message.model_extra["strategy"] in load_catalogue().names
+    assert counselor_invalid(tiny_server) == invalid_before
+
+
+def counselor_invalid(server: ServerProcess) -> float:
+    text = httpx.get(f"{server.root_url}/metrics").text
+    match = re.search(r"^sweetie_counselor_invalid_total (\S+)$", text, re.M)
+    assert match is not None
+    return float(match.group(1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import httpx
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TINY_MAX_LEN, TINY_MODEL
 from tests.server_process import ServerProcess
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -302,12 +302,9 @@ def test_client_disconnect_aborts_generation(tiny_server: ServerProcess) -> None
                 break
         assert metric(tiny_server, "sweetie_engine_unfinished_requests") == 1  # still generating
         assert metric(tiny_server, "sweetie_aborted_requests_total") == aborted_before
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if metric(tiny_server, "sweetie_engine_unfinished_requests") == 0:
-            break
-        time.sleep(0.1)
-    assert metric(tiny_server, "sweetie_engine_unfinished_requests") == 0
+    wait_until(
+        lambda: metric(tiny_server, "sweetie_engine_unfinished_requests") == 0, what="the engine to abort the request"
+    )
     assert metric(tiny_server, "sweetie_aborted_requests_total") == aborted_before + 1
 
 
@@ -347,7 +344,7 @@ def test_request_id_round_trip_and_canonical_log_without_text(tiny_server: Serve
     assert resp.headers["x-request-id"] == request_id
     generated = httpx.get(f"{tiny_server.base_url}/models").headers["x-request-id"]
     assert generated.startswith("req-")
-    time.sleep(0.2)
+    wait_until(lambda: request_id in tiny_server.log_text(), what="the request's canonical log line")
     log = tiny_server.log_text()
     assert secret not in log
     lines = [line for line in log.splitlines() if request_id in line]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -11,6 +10,7 @@ import pytest
 
 from tests.conftest import TINY_MODEL
 from tests.server_process import ServerProcess
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,9 @@ def test_sigterm_drains_in_flight_streams_then_exits_0(tiny_model_repo: Path, tm
             lines = resp.iter_lines()
             next(lines)
             server.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            wait_until(
+                lambda: httpx.get(f"{server.root_url}/ready").status_code == 503, what="/ready to turn 503", timeout=10
+            )
             ready = httpx.get(f"{server.root_url}/ready")
             assert ready.status_code == 503 and ready.json()["status"] == "draining"
             assert httpx.get(f"{server.root_url}/health").status_code == 200  # alive while draining

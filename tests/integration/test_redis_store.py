@@ -20,6 +20,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from app.core.messages import Message
 from app.sessions.base import (
     InvalidSessionId,
     SessionBusy,
@@ -31,6 +32,7 @@ from app.sessions.base import (
 )
 from app.sessions.memory_store import MemorySessionStore
 from app.sessions.redis_store import RedisSessionStore
+from tests.waiting import async_wait_until
 
 if TYPE_CHECKING:
     from tests.integration.redis_fixtures import RedisServer
@@ -78,7 +80,25 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFacto
 
 def turn(text: str, version: int, **extra: Any) -> TurnCommit:
     """A one-question turn: user ``q:text``, assistant ``a:text``."""
-    return TurnCommit(messages=[("user", f"q:{text}")], reply=f"a:{text}", expected_version=version, **extra)
+    return TurnCommit(
+        messages=[Message("user", f"q:{text}")],
+        reply=Message("assistant", f"a:{text}"),
+        expected_version=version,
+        **extra,
+    )
+
+
+async def commit_turn(store: SessionStore, tenant: str, session_id: str, commit: TurnCommit) -> SessionRecord:
+    """One whole turn as the chat pipeline runs it: open (lock + read), commit (+ unlock), release if not committed."""
+    lease = await store.open(tenant, session_id, wait_s=5, ttl_s=10)
+    try:
+        return await store.commit(lease, commit)
+    finally:
+        await store.release(lease)
+
+
+async def _gone(store: SessionStore) -> bool:
+    return await store.get(TENANT, SID) is None
 
 
 def contents(record: SessionRecord | None) -> list[str]:
@@ -95,13 +115,13 @@ async def test_commits_append_turns_and_bump_metadata(make_store: StoreFactory) 
     store = make_store()
     assert await store.get(TENANT, SID) is None
 
-    first = await store.commit_turn(
+    first = await commit_turn(
+        store,
         TENANT,
         SID,
         TurnCommit(
-            messages=[("user", "I lost my job today.")],
-            reply="That sounds really hard.",
-            strategy="Reflection of feelings",
+            messages=[Message("user", "I lost my job today.")],
+            reply=Message("assistant", "That sounds really hard.", strategy="Reflection of feelings", tokens=7),
             prompt_tokens=40,
             completion_tokens=7,
             expected_version=0,
@@ -112,7 +132,7 @@ async def test_commits_append_turns_and_bump_metadata(make_store: StoreFactory) 
     assert first.created > 0 and first.updated == first.created
     assert first.persona == "You are a kind supporter."
 
-    second = await store.commit_turn(TENANT, SID, turn("2", version=1, prompt_tokens=60, completion_tokens=5))
+    second = await commit_turn(store, TENANT, SID, turn("2", version=1, prompt_tokens=60, completion_tokens=5))
     assert (second.version, second.turns) == (2, 2)
     assert second.created == first.created and second.updated >= first.updated
     assert second.persona == "You are a kind supporter."  # None keeps the persona
@@ -129,141 +149,126 @@ async def test_commits_append_turns_and_bump_metadata(make_store: StoreFactory) 
 
 async def test_persona_can_be_replaced_and_cleared(make_store: StoreFactory) -> None:
     store = make_store()
-    await store.commit_turn(TENANT, SID, turn("1", version=0, persona="old"))
-    replaced = await store.commit_turn(TENANT, SID, turn("2", version=1, persona="new"))
+    await commit_turn(store, TENANT, SID, turn("1", version=0, persona="old"))
+    replaced = await commit_turn(store, TENANT, SID, turn("2", version=1, persona="new"))
     assert replaced.persona == "new"
-    cleared = await store.commit_turn(TENANT, SID, turn("3", version=2, persona=""))
+    cleared = await commit_turn(store, TENANT, SID, turn("3", version=2, persona=""))
     assert cleared.persona is None
 
 
 async def test_stale_version_is_a_conflict_and_changes_nothing(make_store: StoreFactory) -> None:
     store = make_store()
-    await store.commit_turn(TENANT, SID, turn("1", version=0))
+    await commit_turn(store, TENANT, SID, turn("1", version=0))
     with pytest.raises(SessionConflict) as caught:
-        await store.commit_turn(TENANT, SID, turn("stale", version=0))
+        await commit_turn(store, TENANT, SID, turn("stale", version=0))
     assert (caught.value.expected_version, caught.value.actual_version) == (0, 1)
     with pytest.raises(SessionConflict):
-        await store.commit_turn(TENANT, "never-created", turn("x", version=3))
+        await commit_turn(store, TENANT, "never-created", turn("x", version=3))
     assert contents(await store.get(TENANT, SID)) == ["q:1", "a:1"]
     assert await store.get(TENANT, "never-created") is None
 
 
 async def test_lock_contention_raises_busy_after_the_wait(make_store: StoreFactory) -> None:
     store = make_store()
-    async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
-        start = time.monotonic()
-        with pytest.raises(SessionBusy):
-            async with store.lock(TENANT, SID, wait_s=0.3, ttl_s=10):
-                pytest.fail("second holder entered a held lock")
-        elapsed = time.monotonic() - start
-        assert 0.3 <= elapsed < 1.5
-        # Another session, or the same id of another tenant, is not blocked.
-        async with store.lock(TENANT, "sess-2", wait_s=0, ttl_s=10):
-            pass
-        async with store.lock(OTHER_TENANT, SID, wait_s=0, ttl_s=10):
-            pass
-    async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):  # released on exit
-        pass
+    held = await store.open(TENANT, SID, wait_s=0, ttl_s=10)
+    start = time.monotonic()
+    with pytest.raises(SessionBusy):
+        await store.open(TENANT, SID, wait_s=0.3, ttl_s=10)
+    assert time.monotonic() - start >= 0.3  # it waited out wait_s before answering busy
+    # Another session, or the same id of another tenant, is not blocked.
+    for tenant, session_id in [(TENANT, "sess-2"), (OTHER_TENANT, SID)]:
+        await store.release(await store.open(tenant, session_id, wait_s=0, ttl_s=10))
+    await store.release(held)
+    await store.release(await store.open(TENANT, SID, wait_s=0, ttl_s=10))  # free again
+
+
+async def test_open_reads_the_session_under_the_lock_and_commit_releases_it(make_store: StoreFactory) -> None:
+    store = make_store()
+    lease = await store.open(TENANT, SID, wait_s=0, ttl_s=10)
+    assert lease.record is None and lease.version == 0
+    record = await store.commit(lease, turn("1", version=0))
+    again = await store.open(TENANT, SID, wait_s=0, ttl_s=10)  # no release call needed after a commit
+    assert again.record == record and again.version == 1
+    await store.release(again)
+    await store.release(again)  # idempotent
 
 
 async def test_lock_expires_and_a_stale_holder_cannot_release_the_new_one(make_store: StoreFactory) -> None:
     store = make_store()
-    stale = store.lock(TENANT, SID, wait_s=0, ttl_s=0.3)
-    await stale.__aenter__()  # a holder that "crashed": it never releases in time
+    stale = await store.open(TENANT, SID, wait_s=0, ttl_s=0.3)  # a holder that "crashed": it never releases in time
 
     start = time.monotonic()
-    fresh = store.lock(TENANT, SID, wait_s=2.0, ttl_s=10)
-    await fresh.__aenter__()
-    assert 0.25 <= time.monotonic() - start < 1.5
+    fresh = await store.open(TENANT, SID, wait_s=10, ttl_s=10)
+    assert time.monotonic() - start >= 0.25  # granted only once the stale lock expired
 
-    await stale.__aexit__(None, None, None)  # late release of an expired lock: must not free the fresh one
+    await store.release(stale)  # late release of an expired lock: must not free the fresh one
     with pytest.raises(SessionBusy):
-        async with store.lock(TENANT, SID, wait_s=0.05, ttl_s=10):
-            pass
-    await fresh.__aexit__(None, None, None)
-    async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
-        pass
+        await store.open(TENANT, SID, wait_s=0.05, ttl_s=10)
+    await store.commit(fresh, turn("fresh", version=0))
+    with pytest.raises(SessionConflict):  # nor can the stale holder commit over the fresh holder's turn
+        await store.commit(stale, turn("stale", version=0))
+    assert contents(await store.get(TENANT, SID)) == ["q:fresh", "a:fresh"]
+    await store.release(await store.open(TENANT, SID, wait_s=0, ttl_s=10))  # the commit released the lock
 
 
-async def test_body_error_releases_the_lock(make_store: StoreFactory) -> None:
+async def test_cancelled_open_leaves_no_lock_behind(make_store: StoreFactory) -> None:
     store = make_store()
-    with pytest.raises(RuntimeError):
-        async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
-            raise RuntimeError("engine failed")
-    async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
-        pass
-
-
-async def test_cancelled_turn_releases_the_lock(make_store: StoreFactory) -> None:
-    store = make_store()
-    entered = asyncio.Event()
-
-    async def generation() -> None:
-        async with store.lock(TENANT, SID, wait_s=0, ttl_s=30):
-            entered.set()
-            await asyncio.sleep(60)  # the client goes away mid-stream
-
-    task = asyncio.create_task(generation())
-    await entered.wait()
-    waiter = asyncio.create_task(_hold_briefly(store, wait_s=30))  # a turn queued behind it, then cancelled too
-    await asyncio.sleep(0.05)
+    held = await store.open(TENANT, SID, wait_s=0, ttl_s=30)
+    waiter = asyncio.create_task(store.open(TENANT, SID, wait_s=30, ttl_s=30))  # queued behind it, then the client
+    await asyncio.sleep(0.05)  # goes away while it polls
     waiter.cancel()
-    task.cancel()
-    for cancelled in (task, waiter):
-        with pytest.raises(asyncio.CancelledError):
-            await cancelled
-    async with store.lock(TENANT, SID, wait_s=0, ttl_s=30):  # free at once, not after the 30 s TTL
-        pass
-
-
-async def _hold_briefly(store: SessionStore, *, wait_s: float) -> None:
-    async with store.lock(TENANT, SID, wait_s=wait_s, ttl_s=30):
-        await asyncio.sleep(0.01)
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await store.release(held)
+    await store.release(await store.open(TENANT, SID, wait_s=0, ttl_s=30))  # free at once, not after the 30 s TTL
 
 
 async def test_lock_arguments_are_checked(make_store: StoreFactory) -> None:
     store = make_store()
     with pytest.raises(ValueError, match="ttl_s"):
-        async with store.lock(TENANT, SID, wait_s=0, ttl_s=0):
-            pass
+        await store.open(TENANT, SID, wait_s=0, ttl_s=0)
     with pytest.raises(ValueError, match="wait_s"):
-        async with store.lock(TENANT, SID, wait_s=-1, ttl_s=1):
-            pass
+        await store.open(TENANT, SID, wait_s=-1, ttl_s=1)
 
 
 async def test_session_expires_after_sliding_ttl(make_store: StoreFactory) -> None:
-    store = make_store(ttl_s=1.5)
-    await store.commit_turn(TENANT, SID, turn("1", version=0))
-    await asyncio.sleep(0.9)
-    await store.commit_turn(TENANT, SID, turn("2", version=1))  # restarts the TTL
-    await asyncio.sleep(0.9)  # 1.8 s after the first commit, 0.9 s after the last
+    # Only lower bounds on time: a stalled machine makes expiry later, never earlier.
+    store = make_store(ttl_s=3)
+    await commit_turn(store, TENANT, SID, turn("1", version=0))
+    await asyncio.sleep(1.5)
+    await commit_turn(store, TENANT, SID, turn("2", version=1))  # restarts the TTL
+    last_commit = time.monotonic()
     assert contents(await store.get(TENANT, SID)) == ["q:1", "a:1", "q:2", "a:2"]
-    await asyncio.sleep(1.7)
-    assert await store.get(TENANT, SID) is None
-    restarted = await store.commit_turn(TENANT, SID, turn("3", version=0))
+    await async_wait_until(lambda: _gone(store), timeout=30, what="the session to expire")
+    assert time.monotonic() - last_commit >= 2.9  # 3 s after the LAST commit (the first one's TTL was 1.5 s ago)
+    restarted = await commit_turn(store, TENANT, SID, turn("3", version=0))
     assert (restarted.version, restarted.turns, contents(restarted)) == (1, 1, ["q:3", "a:3"])
 
 
 async def test_max_turns_drops_oldest_whole_turns(make_store: StoreFactory) -> None:
     store = make_store(max_turns=3)
     for i in range(5):
-        record = await store.commit_turn(TENANT, SID, turn(str(i), version=i))
+        record = await commit_turn(store, TENANT, SID, turn(str(i), version=i))
     assert contents(record) == ["q:2", "a:2", "q:3", "a:3", "q:4", "a:4"]
     assert (record.turns, record.stored_turns, record.version, record.trimmed) == (5, 3, 5, True)
     assert await store.get(TENANT, SID) == record
 
     # A new session seeded with earlier turns: every turn counts, only the last 3 are kept, whole.
-    seeded = await store.commit_turn(
+    seeded = await commit_turn(
+        store,
         TENANT,
         "seeded",
         TurnCommit(
             messages=[
-                *[("user", "u1"), ("assistant", "b1")],
-                *[("user", "u2"), ("user", "u2b"), ("assistant", "b2")],
-                *[("user", "u3"), ("assistant", "b3")],
-                ("user", "u4"),
+                Message(role, text)
+                for role, text in [
+                    *[("user", "u1"), ("assistant", "b1")],
+                    *[("user", "u2"), ("user", "u2b"), ("assistant", "b2")],
+                    *[("user", "u3"), ("assistant", "b3")],
+                    ("user", "u4"),
+                ]
             ],
-            reply="b4",
+            reply=Message("assistant", "b4"),
             expected_version=0,
         ),
     )
@@ -273,13 +278,13 @@ async def test_max_turns_drops_oldest_whole_turns(make_store: StoreFactory) -> N
 
 async def test_tenants_are_isolated(make_store: StoreFactory) -> None:
     store = make_store()
-    await store.commit_turn(TENANT, SID, turn("private", version=0))
+    await commit_turn(store, TENANT, SID, turn("private", version=0))
 
     assert await store.get(OTHER_TENANT, SID) is None
     assert await store.delete(OTHER_TENANT, SID) is False
     with pytest.raises(SessionConflict):  # cannot continue A's session: B's view of the id is empty
-        await store.commit_turn(OTHER_TENANT, SID, turn("intrude", version=1))
-    own = await store.commit_turn(OTHER_TENANT, SID, turn("own", version=0))
+        await commit_turn(store, OTHER_TENANT, SID, turn("intrude", version=1))
+    own = await commit_turn(store, OTHER_TENANT, SID, turn("own", version=0))
     assert contents(own) == ["q:own", "a:own"]
 
     assert contents(await store.get(TENANT, SID)) == ["q:private", "a:private"]
@@ -288,11 +293,11 @@ async def test_tenants_are_isolated(make_store: StoreFactory) -> None:
 
 async def test_delete_then_get_returns_none(make_store: StoreFactory) -> None:
     store = make_store()
-    await store.commit_turn(TENANT, SID, turn("1", version=0))
+    await commit_turn(store, TENANT, SID, turn("1", version=0))
     assert await store.delete(TENANT, SID) is True
     assert await store.get(TENANT, SID) is None
     assert await store.delete(TENANT, SID) is False
-    again = await store.commit_turn(TENANT, SID, turn("after", version=0))
+    again = await commit_turn(store, TENANT, SID, turn("after", version=0))
     assert (again.version, contents(again)) == (1, ["q:after", "a:after"])
 
 
@@ -300,10 +305,12 @@ async def test_concurrent_locked_turns_never_interleave(make_store: StoreFactory
     store = make_store()
 
     async def one_turn(i: int) -> None:
-        async with store.lock(TENANT, SID, wait_s=20, ttl_s=10):
-            record = await store.get(TENANT, SID)
+        lease = await store.open(TENANT, SID, wait_s=30, ttl_s=10)
+        try:
             await asyncio.sleep(0.001 * (i % 3))  # "generation": give others a chance to interleave
-            await store.commit_turn(TENANT, SID, turn(str(i), version=record.version if record else 0))
+            await store.commit(lease, turn(str(i), version=lease.version))
+        finally:
+            await store.release(lease)
 
     await asyncio.gather(*(one_turn(i) for i in range(20)))
 
@@ -317,14 +324,14 @@ async def test_concurrent_locked_turns_never_interleave(make_store: StoreFactory
 
 async def test_version_check_alone_prevents_lost_updates(make_store: StoreFactory) -> None:
     store = make_store()
-    await store.commit_turn(TENANT, SID, turn("seed", version=0))
+    await commit_turn(store, TENANT, SID, turn("seed", version=0))
 
     async def racer(i: int) -> bool:
         record = await store.get(TENANT, SID)
         assert record is not None
         await asyncio.sleep(0.001)
         try:
-            await store.commit_turn(TENANT, SID, turn(str(i), version=record.version))
+            await commit_turn(store, TENANT, SID, turn(str(i), version=record.version))
         except SessionConflict:
             return False
         return True
@@ -342,25 +349,24 @@ async def test_invalid_session_ids_are_rejected(make_store: StoreFactory) -> Non
         with pytest.raises(InvalidSessionId):
             await store.get(TENANT, bad)
         with pytest.raises(InvalidSessionId):
-            await store.commit_turn(TENANT, bad, turn("x", version=0))
+            await commit_turn(store, TENANT, bad, turn("x", version=0))
         with pytest.raises(InvalidSessionId):
             await store.delete(TENANT, bad)
         with pytest.raises(InvalidSessionId):
-            async with store.lock(TENANT, bad, wait_s=0, ttl_s=1):
-                pass
+            await store.open(TENANT, bad, wait_s=0, ttl_s=1)
     ok = "A-z_0.9:" + "x" * 120
-    assert (await store.commit_turn(TENANT, ok, turn("x", version=0))).session_id == ok
+    assert (await commit_turn(store, TENANT, ok, turn("x", version=0))).session_id == ok
 
 
 async def test_observer_sees_every_operation(make_store: StoreFactory) -> None:
     seen: list[tuple[str, float, bool]] = []
     store = make_store(on_op=lambda op, seconds, ok: seen.append((op, seconds, ok)))
     await store.ping()
-    async with store.lock(TENANT, SID, wait_s=0, ttl_s=5):
-        await store.get(TENANT, SID)
-        await store.commit_turn(TENANT, SID, turn("1", version=0))
+    await commit_turn(store, TENANT, SID, turn("1", version=0))
+    await store.get(TENANT, SID)
+    await store.release(await store.open(TENANT, SID, wait_s=0, ttl_s=5))
     await store.delete(TENANT, SID)
-    assert [op for op, _, _ in seen] == ["ping", "lock", "get", "commit", "unlock", "delete"]
+    assert [op for op, _, _ in seen] == ["ping", "open", "commit", "get", "open", "release", "delete"]
     assert all(ok and 0 <= seconds < 1 for _, seconds, ok in seen)
 
 
@@ -384,17 +390,15 @@ class CountingConnection(Connection):
 
 
 @pytest.mark.redis
-async def test_a_turn_costs_four_round_trips(redis_url: str, redis_key_prefix: str) -> None:
+async def test_a_turn_costs_two_round_trips(redis_url: str, redis_key_prefix: str) -> None:
     pool = BlockingConnectionPool.from_url(redis_url, connection_class=CountingConnection, decode_responses=True)
     store = RedisSessionStore(Redis.from_pool(pool), key_prefix=redis_key_prefix)
     try:
         for i in range(3):
             if i == 2:  # scripts loaded and a connection open: count a steady-state turn
                 CountingConnection.sent = 0
-            async with store.lock(TENANT, SID, wait_s=1, ttl_s=5):
-                record = await store.get(TENANT, SID)
-                await store.commit_turn(TENANT, SID, turn(str(i), version=record.version if record else 0))
-        assert CountingConnection.sent == 4  # lock, get, commit, unlock
+            await commit_turn(store, TENANT, SID, turn(str(i), version=i))
+        assert CountingConnection.sent == 2  # open (lock + read), commit (+ unlock); the release is a no-op
     finally:
         await store.close()
 
@@ -427,20 +431,86 @@ async def test_a_retried_commit_or_lock_whose_reply_was_lost_is_not_applied_twic
     )
     store = RedisSessionStore(Redis.from_pool(pool), key_prefix=redis_key_prefix)
     try:
-        async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):  # load the scripts first: their replies matter
-            await store.commit_turn(TENANT, SID, turn("1", version=0))
+        await commit_turn(store, TENANT, SID, turn("1", version=0))  # load the scripts first: their replies matter
+        lease = await store.open(TENANT, SID, wait_s=0, ttl_s=10)
         LossyConnection.lose_next = True
-        record = await store.commit_turn(TENANT, SID, turn("2", version=1))
+        record = await store.commit(lease, turn("2", version=1))
         assert not LossyConnection.lose_next  # the reply was really lost once
         assert (record.version, record.turns, contents(record)) == (2, 2, ["q:1", "a:1", "q:2", "a:2"])
 
         LossyConnection.lose_next = True
-        async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
-            assert not LossyConnection.lose_next
-            with pytest.raises(SessionBusy):  # and it is really held
-                async with store.lock(TENANT, SID, wait_s=0, ttl_s=10):
-                    pass
+        lease = await store.open(TENANT, SID, wait_s=0, ttl_s=10)
+        assert not LossyConnection.lose_next and lease.version == 2
+        with pytest.raises(SessionBusy):  # and it is really held
+            await store.open(TENANT, SID, wait_s=0, ttl_s=10)
+        await store.release(lease)
     finally:
+        await store.close()
+
+
+class LateReplyConnection(Connection):
+    """Redis runs the script, but its reply is read too late: the client sees a timeout (a busy event loop)."""
+
+    late_replies = 0
+    _script = False
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        packed = command if isinstance(command, bytes | bytearray) else b"".join(command)
+        self._script = b"EVALSHA" in packed.upper()  # not the connection handshake, only the store's scripts
+        await super().send_packed_command(command, check_health)
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = await super().read_response(*args, **kwargs)
+        if self._script and type(self).late_replies > 0:
+            type(self).late_replies -= 1
+            await self.disconnect()
+            raise redis.TimeoutError("simulated: the reply came after the socket timeout")
+        return response
+
+
+def late_reply_store(redis_url: str, prefix: str) -> RedisSessionStore:
+    pool = BlockingConnectionPool.from_url(
+        redis_url,
+        connection_class=LateReplyConnection,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(redis.ConnectionError,)),
+    )
+    return RedisSessionStore(Redis.from_pool(pool), key_prefix=prefix)
+
+
+@pytest.mark.redis
+async def test_a_timed_out_lock_poll_is_polled_again_not_a_503(redis_url: str, redis_key_prefix: str) -> None:
+    store = late_reply_store(redis_url, redis_key_prefix)
+    try:
+        await commit_turn(store, TENANT, SID, turn("1", version=0))  # scripts loaded
+        LateReplyConnection.late_replies = 1  # the lock is granted, but the grant is read as a timeout
+        lease = await store.open(TENANT, SID, wait_s=2, ttl_s=300)
+        assert LateReplyConnection.late_replies == 0 and lease.version == 1
+        with pytest.raises(SessionBusy):  # it holds the lock (the second poll re-entered with the same token)
+            await store.open(TENANT, SID, wait_s=0, ttl_s=10)
+        LateReplyConnection.late_replies = 1  # the commit's reply is late too: retried once, applied once
+        record = await store.commit(lease, turn("2", version=1))
+        assert (record.version, contents(record)[-2:]) == (2, ["q:2", "a:2"])
+        await store.release(await store.open(TENANT, SID, wait_s=0, ttl_s=10))  # and the commit released it
+    finally:
+        LateReplyConnection.late_replies = 0
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_a_lock_granted_just_before_a_timeout_is_never_left_held(redis_url: str, redis_key_prefix: str) -> None:
+    store = late_reply_store(redis_url, redis_key_prefix)
+    try:
+        await commit_turn(store, TENANT, SID, turn("1", version=0))
+        await store.release(await store.open(TENANT, SID, wait_s=0, ttl_s=10))  # every script loaded
+        LateReplyConnection.late_replies = 10_000  # every poll is granted or re-entered, and read as a timeout
+        with pytest.raises(SessionStoreUnavailable):  # no poll got an answer within the wait: a 503, not a 409
+            await store.open(TENANT, SID, wait_s=0.3, ttl_s=300)
+        LateReplyConnection.late_replies = 0
+        # The lock it was granted (300 s TTL) was released: the next turn gets it at once.
+        await store.release(await store.open(TENANT, SID, wait_s=0, ttl_s=10))
+    finally:
+        LateReplyConnection.late_replies = 0
         await store.close()
 
 
@@ -449,8 +519,8 @@ async def test_keys_are_namespaced_by_hashed_tenant_and_expire_together(redis_ur
     store = RedisSessionStore.from_url(redis_url, key_prefix=redis_key_prefix, ttl_s=60)
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        await store.commit_turn("sk-secret-api-key", SID, turn("1", version=0))
-        await store.commit_turn(OTHER_TENANT, SID, turn("1", version=0))
+        await commit_turn(store, "sk-secret-api-key", SID, turn("1", version=0))
+        await commit_turn(store, OTHER_TENANT, SID, turn("1", version=0))
         keys = sorted(raw.scan_iter(match=f"{redis_key_prefix}:*"))
         assert len(keys) == 4 and not any("sk-secret" in key or OTHER_TENANT in key for key in keys)
         assert all(key.split(":session:")[1].startswith("{" + SID + "}") for key in keys)
@@ -470,7 +540,7 @@ async def test_unreachable_redis_fails_fast() -> None:
         calls: list[Callable[[], Any]] = [
             lambda: store.ping(),
             lambda: store.get(TENANT, SID),
-            lambda: store.commit_turn(TENANT, SID, turn("1", version=0)),
+            lambda: commit_turn(store, TENANT, SID, turn("1", version=0)),
             lambda: store.delete(TENANT, SID),
         ]
         for call in calls:
@@ -481,10 +551,9 @@ async def test_unreachable_redis_fails_fast() -> None:
             assert caught.value.retry_after == 2.5
         start = time.monotonic()
         with pytest.raises(SessionStoreUnavailable):
-            async with store.lock(TENANT, SID, wait_s=5, ttl_s=5):
-                pass
-        assert time.monotonic() - start < 2.0  # an outage is not "busy": no waiting out wait_s
-        assert seen == [("ping", False), ("get", False), ("commit", False), ("delete", False), ("lock", False)]
+            await store.open(TENANT, SID, wait_s=5, ttl_s=5)
+        assert time.monotonic() - start < 2.0  # refused connections are an outage, not "busy": no waiting out wait_s
+        assert seen == [("ping", False), ("get", False), ("open", False), ("delete", False), ("open", False)]
     finally:
         await store.close()
 
@@ -510,11 +579,11 @@ async def test_store_survives_a_redis_restart(redis_server_factory: Callable[...
     server = redis_server_factory("--appendonly", "yes", "--appendfsync", "always")
     store = RedisSessionStore.from_url(server.url)
     try:
-        await store.commit_turn(TENANT, SID, turn("1", version=0))
-        await store.commit_turn(TENANT, SID, turn("2", version=1))
+        await commit_turn(store, TENANT, SID, turn("1", version=0))
+        await commit_turn(store, TENANT, SID, turn("2", version=1))
 
         server.stop()
-        for call in (lambda: store.get(TENANT, SID), lambda: store.commit_turn(TENANT, SID, turn("3", version=2))):
+        for call in (lambda: store.get(TENANT, SID), lambda: commit_turn(store, TENANT, SID, turn("3", version=2))):
             start = time.monotonic()
             with pytest.raises(SessionStoreUnavailable):
                 await call()
@@ -524,7 +593,7 @@ async def test_store_survives_a_redis_restart(redis_server_factory: Callable[...
         record = await store.get(TENANT, SID)
         assert contents(record) == ["q:1", "a:1", "q:2", "a:2"]
         assert record is not None and record.version == 2
-        after = await store.commit_turn(TENANT, SID, turn("3", version=2))
+        after = await commit_turn(store, TENANT, SID, turn("3", version=2))
         assert (after.version, contents(after)[-2:]) == (3, ["q:3", "a:3"])
     finally:
         await store.close()
@@ -535,7 +604,7 @@ async def test_store_recovers_after_redis_hangs(redis_server_factory: Callable[.
     server = redis_server_factory("--enable-debug-command", "yes")
     store = RedisSessionStore.from_url(server.url)
     try:
-        await store.commit_turn(TENANT, SID, turn("1", version=0))
+        await commit_turn(store, TENANT, SID, turn("1", version=0))
         sleeper = subprocess.Popen(
             ["redis-cli", "-p", str(server.port), "DEBUG", "SLEEP", "3"], stdout=subprocess.DEVNULL
         )

@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-from training.strategies import load_catalogue
+from app.core.strategies import load_catalogue
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -50,14 +51,18 @@ def test_counselor_mode_on_smol_returns_catalogue_strategy(client: openai.OpenAI
 def test_default_reply_is_the_models_first_three_sentences(client: openai.OpenAI, smol_server: str) -> None:
     """The manifest's sentence budget (3) ends a rambling base-model reply early, whole sentences only."""
     messages = [{"role": "user", "content": "I lost my job today and I feel like a failure."}]
+    started = time.monotonic()
     unlimited = client.chat.completions.create(
         model="sweetiechat", messages=messages, temperature=0.0, max_tokens=256, extra_body={"max_sentences": 0}
     )
+    whole_reply_s = time.monotonic() - started
+    started = time.monotonic()
     chunks = list(
         client.chat.completions.create(
             model="sweetiechat", messages=messages, temperature=0.0, max_tokens=256, stream=True
         )
     )
+    cut_reply_s = time.monotonic() - started
     full = unlimited.choices[0].message.content or ""
     short = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
@@ -67,7 +72,12 @@ def test_default_reply_is_the_models_first_three_sentences(client: openai.OpenAI
     assert len(sentence_ends.findall(short)) == 3 and sentence_ends.search(short[-3:]), short
     assert finishes == ["stop"]
     root = smol_server.removesuffix("/v1")
-    deadline = time.monotonic() + 1.5  # the ~190 tokens left would take several seconds on CPU
-    while "sweetie_engine_unfinished_requests 0.0" not in httpx.get(f"{root}/metrics").text:
-        assert time.monotonic() < deadline, "the engine kept generating after the reply was cut"
-        time.sleep(0.1)
+    # The engine request was aborted, not left to generate the ~190 tokens after the cut: it is gone long before
+    # the time the rest would take (measured on this machine, now: the whole reply's time minus the cut one's).
+    started = time.monotonic()
+    wait_until(
+        lambda: "sweetie_engine_unfinished_requests 0.0" in httpx.get(f"{root}/metrics").text,
+        timeout=max(1.0, (whole_reply_s - cut_reply_s) / 2),
+        what="the engine to drop the request after the reply was cut",
+    )
+    assert time.monotonic() - started < whole_reply_s - cut_reply_s

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import TINY_MODEL
 from tests.integration.redis_fixtures import RedisServer
 from tests.server_process import REPO_ROOT, ServerProcess
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -46,15 +47,30 @@ def test_no_committed_turn_lost_across_redis_restart(
     }
     command = [
         sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "-u", "4", "-r", "4",
-        "-t", "36s", "--stop-timeout", "10", "--host", server.root_url, "--only-summary",
+        "-t", "10m", "--stop-timeout", "10", "--host", server.root_url, "--only-summary",
     ]  # fmt: skip
+
+    def confirmed() -> int:
+        return ledger.read_text().count("\n") if ledger.exists() else 0
+
+    def store_errors() -> float:
+        metrics = httpx.get(f"{server.root_url}/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+            if sample.name == "sweetie_session_store_errors_total"
+        )
+
+    locust = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        locust = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        time.sleep(14)
-        before = ledger.read_text().count("\n")
+        wait_until(lambda: confirmed() >= 8, timeout=180, what="8 confirmed turns before the outage")
+        before = confirmed()
         redis_server.stop()
-        time.sleep(4)
+        wait_until(lambda: store_errors() > 0, timeout=60, what="the server to see the outage")
         redis_server.start()
+        wait_until(lambda: confirmed() >= before + 8, timeout=180, what="8 confirmed turns after the restart")
+        locust.send_signal(signal.SIGTERM)  # stop the users; Locust finishes in-flight tasks (--stop-timeout)
         output, _ = locust.communicate(timeout=120)
         entries = [json.loads(line) for line in ledger.read_text().splitlines()]
         after = len(entries) - before
@@ -65,13 +81,8 @@ def test_no_committed_turn_lost_across_redis_restart(
             users = [m["content"] for m in stored.json()["messages"] if m["role"] == "user"]
             for entry in (e for e in entries if e["session_id"] == sid):
                 assert users[entry["turn"] - 1] == entry["message"], (sid, entry)
-        metrics = httpx.get(f"{server.root_url}/metrics").text
-        store_errors = sum(
-            sample.value
-            for family in text_string_to_metric_families(metrics)
-            for sample in family.samples
-            if sample.name == "sweetie_session_store_errors_total"
-        )
-        assert store_errors > 0, "the outage should have been seen: " + output.decode()[-2000:]
+        assert store_errors() > 0, "the outage should have been seen: " + output.decode()[-2000:]
     finally:
+        if locust.poll() is None:
+            locust.kill()
         server.stop()

@@ -144,7 +144,7 @@ def test_help_lists_every_spelling(capsys: pytest.CaptureFixture[str]) -> None:
 ENTRY_POINTS = [
     (["-m", "training.sft"], "--max_seq_length"),
     (["-m", "training.export"], "--checkpoint"),
-    (["-m", "training.eval"], "--models"),
+    (["-m", "training.evaluate"], "--models"),
     (["-m", "training.roleplay"], "--counselor_model"),
     (["-m", "training.esconv"], "--esconv_dir"),
     (["benchmarks/sft_esconv.py"], "--skip_train"),

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.manifest import find_manifest, load_manifest
+from app.core.manifest import find_manifest, load_manifest
 from tests.tiny_model import build_tiny_llama
 from training.export import ExportError, export_model
 

@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from app.core.format import parse_reply
+from app.core.strategies import load_catalogue
 from training.metrics import (
     Scored,
     accuracy,
@@ -14,13 +16,11 @@ from training.metrics import (
     lcs_length,
     macro_f1,
     mean_rouge_l,
-    parse_tagged,
     per_class_f1,
     rouge_l_f1,
     summarize,
     tokenize,
 )
-from training.strategies import load_catalogue
 
 HYP = "the cat sat on the mat"
 REF = "the cat is on the mat"
@@ -88,12 +88,13 @@ def test_strategy_accuracy_and_f1_by_hand() -> None:
     assert macro_f1(scores) == pytest.approx(4 / 9)
 
 
-def test_parse_tagged_uses_the_catalogue() -> None:
+def test_parse_reply_uses_the_catalogue() -> None:
     catalogue = load_catalogue()
-    assert parse_tagged("[question] How are you?", catalogue) == ("Question", "How are you?")
-    assert parse_tagged("  [Reflection] You feel alone.", catalogue) == ("Reflection of feelings", "You feel alone.")
-    assert parse_tagged("[Hug] There there.", catalogue) == (None, "There there.")
-    assert parse_tagged("No tag [Question] here", catalogue) == (None, "No tag [Question] here")
+    assert parse_reply("[question] How are you?", catalogue) == ("Question", "How are you?")
+    assert parse_reply("  [Reflection] You feel alone.", catalogue) == ("Reflection of feelings", "You feel alone.")
+    # Not a catalogue strategy: the text stays as the server would show it.
+    assert parse_reply("[Hug] There there.", catalogue) == (None, "[Hug] There there.")
+    assert parse_reply("No tag [Question] here", catalogue) == (None, "No tag [Question] here")
 
 
 def test_summarize_lengths_tags_and_baselines() -> None:

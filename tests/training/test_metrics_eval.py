@@ -1,4 +1,4 @@
-"""training.eval without a server: model specs, comparing saved result files (JSON, markdown table, PNG), errors."""
+"""training.evaluate without a server: model specs, comparing saved result files (JSON, markdown table, PNG), errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from app.core.strategies import load_catalogue
 from training.evaluate import _strategy_of, cli, markdown_table, parse_model_spec
 from training.metrics import Scored, summarize
-from training.strategies import load_catalogue
 
 
 def result(label: str, turns: list[Scored]) -> dict[str, Any]:

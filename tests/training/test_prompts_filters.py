@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.core.strategies import load_catalogue
 from training.filters import FilterLimits, dialogue_problem
 from training.prompts import (
     DraftTurn,
@@ -16,7 +17,6 @@ from training.prompts import (
     supporter_messages,
 )
 from training.scenarios import load_scenarios
-from training.strategies import load_catalogue
 
 CATALOGUE = load_catalogue()
 

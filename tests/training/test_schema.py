@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from app.core.strategies import load_catalogue
 from training.schema import DatasetError, Dialogue, check_jsonl, read_jsonl, validate_dialogue, write_jsonl
-from training.strategies import load_catalogue
 
 GOOD: dict[str, Any] = {
     "id": "t-1",

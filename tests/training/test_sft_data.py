@@ -89,9 +89,9 @@ def test_only_the_tagged_reply_and_its_end_token_are_unmasked(tokenizer: Any) ->
 
 def test_a_greeting_is_context_only_and_every_answer_is_a_target() -> None:
     assert [t.index for t in targets_of([GREETED])] == [2, 4]
-    messages = context_messages(Target(GREETED, 2), None)
-    assert [m["role"] for m in messages] == ["assistant", "user"]
-    assert all("[" not in m["content"] for m in messages)
+    messages = context_messages(Target(GREETED, 2))
+    assert [m.role for m in messages] == ["assistant", "user"]
+    assert all("[" not in m.content for m in messages)
 
 
 def test_long_context_drops_whole_oldest_turns_but_keeps_the_system_prompt(tokenizer: Any) -> None:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from app.core.format import chat_messages
+from app.core.strategies import load_catalogue
 from tests.server_process import REPO_ROOT, ServerProcess
 from training.evaluate import EvalConfig, ModelSpec, evaluate_model
 from training.sft import SftConfig, SftError, main
 from training.sft_data import context_messages, load_dialogues, sample_targets, targets_of
-from training.strategies import load_catalogue
 
 SAMPLES = REPO_ROOT / "training" / "assets" / "samples.jsonl"
 
@@ -79,11 +80,11 @@ def test_sft_resume_export_and_serve(tiny_model_repo: Path, tmp_path: Path) -> N
         client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=120)
         reply = client.chat.completions.create(
             model="tiny-sft",
-            messages=context_messages(target, None),  # type: ignore[arg-type]
+            messages=chat_messages(context_messages(target), system_prompt=None),  # type: ignore[arg-type]
             temperature=0,
             max_tokens=32,
         )
-        # The evaluation path (training.eval) against the same server, on the trained turns.
+        # The evaluation path (training.evaluate) against the same server, on the trained turns.
         evaluated = evaluate_model(
             ModelSpec("tiny", server.base_url, None),
             trained,

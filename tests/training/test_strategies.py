@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.strategies import CatalogueError, load_catalogue
+from app.core.strategies import CatalogueError, load_catalogue
 
 ESCONV = [
     "Question",

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.protocol import ChatCompletionStreamResponse
-from app.chat.prompt import PromptBuilder
+from app.chat.prompt import PromptRenderer
 from app.config import Settings
-from app.manifest import Manifest, SamplingDefaults
+from app.core.manifest import Manifest, SamplingDefaults
 from app.server import Components, build_app
 from tests.fakes import FakeEngine, FakeTokenizer
 
@@ -22,7 +22,7 @@ def make_client(engine: FakeEngine, **settings: object) -> Iterator[TestClient]:
     manifest = Manifest(
         name="fake", source=".", system_prompt="Be kind.", sampling=SamplingDefaults(max_tokens=7, temperature=0.3)
     )
-    components = Components(manifest=manifest, engine=engine, prompts=PromptBuilder(FakeTokenizer(), "Be kind."))
+    components = Components(manifest=manifest, engine=engine, renderer=PromptRenderer(FakeTokenizer(), "Be kind."))
     with TestClient(build_app(Settings(**settings), components), raise_server_exceptions=False) as client:
         yield client
 

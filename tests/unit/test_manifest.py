@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.config import REPO_ROOT
-from app.manifest import ManifestError, find_manifest, load_manifest
+from app.core.manifest import ManifestError, find_manifest, load_manifest
 from app.materialize import ModelSourceError, find_packaged_file, resolve_source
 
 

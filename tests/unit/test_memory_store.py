@@ -10,7 +10,8 @@ import asyncio
 
 import pytest
 
-from app.sessions.base import InvalidHistory, SessionBusy, SessionConflict, SessionStore, TurnCommit
+from app.core.messages import Message
+from app.sessions.base import InvalidHistory, SessionBusy, SessionConflict, SessionRecord, SessionStore, TurnCommit
 from app.sessions.memory_store import MemorySessionStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -30,28 +31,38 @@ class FakeClock:
 
 
 def turn(text: str, version: int) -> TurnCommit:
-    return TurnCommit(messages=[("user", f"q:{text}")], reply=f"a:{text}", expected_version=version)
+    return TurnCommit(
+        messages=[Message("user", f"q:{text}")], reply=Message("assistant", f"a:{text}"), expected_version=version
+    )
+
+
+async def commit_turn(store: SessionStore, tenant: str, session_id: str, commit: TurnCommit) -> SessionRecord:
+    lease = await store.open(tenant, session_id, wait_s=1, ttl_s=30)
+    try:
+        return await store.commit(lease, commit)
+    finally:
+        await store.release(lease)
 
 
 async def test_session_ttl_slides_with_each_commit() -> None:
     clock = FakeClock()
     store = MemorySessionStore(ttl_s=60, clock=clock)
-    await store.commit_turn("t", "s", turn("1", 0))
+    await commit_turn(store, "t", "s", turn("1", 0))
     clock.now += 59
-    await store.commit_turn("t", "s", turn("2", 1))
+    await commit_turn(store, "t", "s", turn("2", 1))
     clock.now += 59
     record = await store.get("t", "s")
     assert record is not None and record.turns == 2
     clock.now += 1
     assert await store.get("t", "s") is None
     with pytest.raises(SessionConflict):  # an expired session cannot be continued at its old version
-        await store.commit_turn("t", "s", turn("3", 2))
+        await commit_turn(store, "t", "s", turn("3", 2))
 
 
 async def test_reading_does_not_extend_the_ttl() -> None:
     clock = FakeClock()
     store = MemorySessionStore(ttl_s=10, clock=clock)
-    await store.commit_turn("t", "s", turn("1", 0))
+    await commit_turn(store, "t", "s", turn("1", 0))
     for _ in range(3):
         clock.now += 4
         await store.get("t", "s")
@@ -61,17 +72,15 @@ async def test_reading_does_not_extend_the_ttl() -> None:
 async def test_lock_expires_by_clock_and_late_release_keeps_the_new_holder() -> None:
     clock = FakeClock()
     store = MemorySessionStore(clock=clock)
-    stale = store.lock("t", "s", wait_s=0, ttl_s=30)
-    await stale.__aenter__()
+    stale = await store.open("t", "s", wait_s=0, ttl_s=30)
     with pytest.raises(SessionBusy):
-        async with store.lock("t", "s", wait_s=0, ttl_s=30):
-            pass
+        await store.open("t", "s", wait_s=0, ttl_s=30)
     clock.now += 30
-    async with store.lock("t", "s", wait_s=0, ttl_s=30):
-        await stale.__aexit__(None, None, None)
-        with pytest.raises(SessionBusy):
-            async with store.lock("t", "s", wait_s=0, ttl_s=30):
-                pass
+    fresh = await store.open("t", "s", wait_s=0, ttl_s=30)
+    await store.release(stale)  # late: must not free the new holder
+    with pytest.raises(SessionBusy):
+        await store.open("t", "s", wait_s=0, ttl_s=30)
+    await store.release(fresh)
 
 
 async def test_waiting_lock_is_granted_when_the_holder_leaves() -> None:
@@ -79,15 +88,17 @@ async def test_waiting_lock_is_granted_when_the_holder_leaves() -> None:
     order: list[str] = []
 
     async def holder() -> None:
-        async with store.lock("t", "s", wait_s=0, ttl_s=30):
-            order.append("holder in")
-            await asyncio.sleep(0.05)
-            order.append("holder out")
+        lease = await store.open("t", "s", wait_s=0, ttl_s=30)
+        order.append("holder in")
+        await asyncio.sleep(0.05)
+        order.append("holder out")
+        await store.release(lease)
 
     async def waiter() -> None:
         await asyncio.sleep(0.01)
-        async with store.lock("t", "s", wait_s=2, ttl_s=30):
-            order.append("waiter in")
+        lease = await store.open("t", "s", wait_s=5, ttl_s=30)
+        order.append("waiter in")
+        await store.release(lease)
 
     await asyncio.gather(holder(), waiter())
     assert order == ["holder in", "holder out", "waiter in"]
@@ -95,7 +106,7 @@ async def test_waiting_lock_is_granted_when_the_holder_leaves() -> None:
 
 async def test_records_are_copies() -> None:
     store = MemorySessionStore()
-    record = await store.commit_turn("t", "s", turn("1", 0))
+    record = await commit_turn(store, "t", "s", turn("1", 0))
     record.messages.clear()
     again = await store.get("t", "s")
     assert again is not None and [m.content for m in again.messages] == ["q:1", "a:1"]
@@ -105,9 +116,9 @@ async def test_expired_sessions_are_swept_so_memory_does_not_grow() -> None:
     clock = FakeClock()
     store = MemorySessionStore(ttl_s=10, clock=clock)
     for i in range(100):
-        await store.commit_turn("t", f"old-{i}", turn("x", 0))
+        await commit_turn(store, "t", f"old-{i}", turn("x", 0))
     clock.now += 11
-    await store.commit_turn("t", "fresh", turn("x", 0))
+    await commit_turn(store, "t", "fresh", turn("x", 0))
     assert len(store._sessions) == 1  # the 100 expired sessions are gone without being read
 
 
@@ -116,13 +127,13 @@ async def test_a_failing_observer_does_not_break_the_store() -> None:
         raise RuntimeError("metrics backend down")
 
     store = MemorySessionStore(on_op=observer)
-    record = await store.commit_turn("t", "s", turn("1", 0))
+    record = await commit_turn(store, "t", "s", turn("1", 0))
     assert record.version == 1 and await store.get("t", "s") == record
 
 
 async def test_close_drops_the_data() -> None:
     store = MemorySessionStore()
-    await store.commit_turn("t", "s", turn("1", 0))
+    await commit_turn(store, "t", "s", turn("1", 0))
     await store.close()
     assert await store.get("t", "s") is None
 
@@ -153,11 +164,16 @@ def test_empty_tenant_is_a_caller_error() -> None:
 )
 def test_malformed_commits_are_rejected(messages: list[tuple[str, str]], message: str) -> None:
     with pytest.raises(InvalidHistory, match=message):
-        TurnCommit(messages=messages, reply="r", expected_version=0)  # type: ignore[arg-type]
+        TurnCommit(
+            messages=[Message(role, text) for role, text in messages],  # type: ignore[arg-type]
+            reply=Message("assistant", "r"),
+            expected_version=0,
+        )
 
 
 def test_negative_version_or_tokens_are_rejected() -> None:
+    hi, reply = [Message("user", "hi")], Message("assistant", "r")
     with pytest.raises(ValueError, match="expected_version"):
-        TurnCommit(messages=[("user", "hi")], reply="r", expected_version=-1)
+        TurnCommit(messages=hi, reply=reply, expected_version=-1)
     with pytest.raises(ValueError, match="tokens"):
-        TurnCommit(messages=[("user", "hi")], reply="r", expected_version=0, prompt_tokens=-1)
+        TurnCommit(messages=hi, reply=reply, expected_version=0, prompt_tokens=-1)

@@ -1,4 +1,4 @@
-"""Protocol conversions, error mapping and prompt building (tiny real tokenizer built in code)."""
+"""Protocol conversions, error mapping and prompt rendering (tiny real tokenizer built in code)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 
 from app.api.errors import _param_from_loc
 from app.api.protocol import ChatCompletionRequest
-from app.chat.prompt import PromptBuilder, Turn, load_tokenizer
-from app.manifest import SamplingDefaults
+from app.chat.prompt import PromptRenderer, load_tokenizer
+from app.core.format import chat_messages
+from app.core.messages import Message
 from tests.tiny_model import build_tokenizer
 
 
@@ -19,17 +20,23 @@ def request(**fields: object) -> ChatCompletionRequest:
     )
 
 
-def test_generation_params_prefer_request_then_manifest() -> None:
-    defaults = SamplingDefaults(max_tokens=64, temperature=0.6, top_p=0.8, repetition_penalty=1.1)
-    params = request(temperature=0.0, stop="END", seed=5, n=2).to_generation_params(defaults, 32)
-    assert (params.temperature, params.top_p, params.max_tokens) == (0.0, 0.8, 32)
-    assert params.stop == ("END",) and params.seed == 5 and params.n == 2 and params.repetition_penalty == 1.1
+def test_request_becomes_the_pipelines_turn_request() -> None:
+    turn = request(
+        messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+        temperature=0.0,
+        stop="END",
+        seed=5,
+        n=2,
+    ).to_turn_request()
+    assert [(m.role, m.content) for m in turn.messages] == [("system", "Be brief."), ("user", "hi")]
+    assert (turn.sampling.temperature, turn.sampling.top_p, turn.sampling.stop) == (0.0, None, ("END",))
+    assert turn.sampling.seed == 5 and turn.n == 2
 
 
 def test_max_completion_tokens_wins_over_max_tokens() -> None:
-    assert request(max_tokens=50, max_completion_tokens=10).requested_max_tokens == 10
-    assert request(max_tokens=50).requested_max_tokens == 50
-    assert request().requested_max_tokens is None
+    assert request(max_tokens=50, max_completion_tokens=10).to_turn_request().max_tokens == 10
+    assert request(max_tokens=50).to_turn_request().max_tokens == 50
+    assert request().to_turn_request().max_tokens is None
 
 
 def test_text_parts_and_unknown_fields() -> None:
@@ -63,23 +70,33 @@ def test_param_paths(loc: tuple[int | str, ...], param: str | None) -> None:
 
 
 @pytest.fixture(scope="module")
-def builder(tmp_path_factory: pytest.TempPathFactory) -> PromptBuilder:
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> PromptRenderer:
     folder: Path = tmp_path_factory.mktemp("tok")
     build_tokenizer(folder)
-    return PromptBuilder(load_tokenizer(str(folder)), "Be kind.")
+    return PromptRenderer(load_tokenizer(str(folder)), "Be kind.")
 
 
-def test_default_system_prompt_added_once(builder: PromptBuilder) -> None:
-    conv = builder.conversation([Turn("user", "hello")])
+def test_default_system_prompt_added_once() -> None:
+    conv = chat_messages([Message("user", "hello")], system_prompt="Be kind.")
     assert conv == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hello"}]
-    own = builder.conversation([Turn("developer", "Be brief."), Turn("user", "hello")])
+    own = chat_messages([Message("system", "Be brief."), Message("user", "hello")], system_prompt="Be kind.")
     assert own[0] == {"role": "system", "content": "Be brief."} and len(own) == 2
 
 
-def test_token_ids_have_one_bos_and_end_with_generation_prompt(builder: PromptBuilder) -> None:
-    tokenizer = builder.tokenizer
-    ids = builder.token_ids([Turn("user", "hello")])
-    text = tokenizer.decode(ids)  # type: ignore[attr-defined]
+def test_token_ids_have_one_bos_and_end_with_generation_prompt(renderer: PromptRenderer) -> None:
+    ids = renderer.render([Message("user", "hello")])
+    text = renderer.tokenizer.decode(ids)  # type: ignore[attr-defined]
     assert text.startswith("<|im_start|>system\nBe kind.<|im_end|>")
     assert text.endswith("<|im_start|>assistant\n")
     assert text.count("<|im_start|>") == 3  # system, user, assistant header: no doubled BOS
+
+
+def test_message_overhead_is_measured_from_the_template(renderer: PromptRenderer) -> None:
+    # ChatML: "<|im_start|>assistant\n" ... "<|im_end|>\n" around each message
+    one = renderer.render([Message("user", "hello")])
+    two = renderer.render([Message("user", "hello"), Message("assistant", "hi"), Message("user", "hello")])
+    content = renderer.count_tokens("hi") + renderer.count_tokens("hello")
+    grown = len(two) - len(one)
+    # an upper bound (the byte-level tiny tokenizer spends more on "assistant" than on "user"), and a tight one
+    assert grown <= 2 * renderer.message_overhead + content
+    assert grown > renderer.message_overhead + content

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.chat.prompt import PromptBuilder
+from app.chat.prompt import PromptRenderer
 from app.config import Settings
-from app.manifest import Manifest, SamplingDefaults
+from app.core.manifest import Manifest, SamplingDefaults
 from app.server import Components, build_app
 from tests.fakes import FakeEngine, FakeTokenizer
 
@@ -25,7 +25,7 @@ MESSAGES = [{"role": "user", "content": "I failed my driving test"}]
 def served() -> Iterator[tuple[TestClient, FakeEngine]]:
     engine = FakeEngine(PIECES)
     manifest = Manifest(name="m", source=".", sampling=SamplingDefaults(max_sentences=2))
-    components = Components(manifest=manifest, engine=engine, prompts=PromptBuilder(FakeTokenizer(), None))
+    components = Components(manifest=manifest, engine=engine, renderer=PromptRenderer(FakeTokenizer(), None))
     with TestClient(build_app(Settings(), components), raise_server_exceptions=False) as client:
         yield client, engine
 
@@ -98,7 +98,7 @@ def test_bad_budget_is_a_400(served: tuple[TestClient, FakeEngine], value: objec
 def test_budget_counts_visible_text_after_the_strategy_tag() -> None:
     engine = FakeEngine(["[Question]", " Did it", " go badly? I", " am sorry."])
     manifest = Manifest(name="m", source=".", strategy_mode="model", sampling=SamplingDefaults(max_sentences=1))
-    components = Components(manifest=manifest, engine=engine, prompts=PromptBuilder(FakeTokenizer(), None))
+    components = Components(manifest=manifest, engine=engine, renderer=PromptRenderer(FakeTokenizer(), None))
     with TestClient(build_app(Settings(), components), raise_server_exceptions=False) as client:
         message = client.post("/v1/chat/completions", json={"model": "m", "messages": MESSAGES}).json()["choices"][0]
         assert message["message"]["content"] == "Did it go badly?"

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from app.chat.prompt import PromptBuilder
-from app.chat.strategy import TagStripper
+from app.chat.prompt import PromptRenderer
 from app.config import Settings
-from app.manifest import Manifest
+from app.core.format import TagStripper
+from app.core.manifest import Manifest
+from app.core.strategies import load_catalogue
 from app.server import Components, build_app
 from tests.fakes import FakeEngine, FakeTokenizer
-from training.strategies import load_catalogue
 
 CATALOGUE = load_catalogue()
 
@@ -59,7 +59,9 @@ def test_stripper_releases_non_tags_without_delay() -> None:
 
 def model_mode_client(pieces: list[str]) -> Iterator[TestClient]:
     manifest = Manifest(name="fine", source=".", strategy_mode="model")
-    components = Components(manifest=manifest, engine=FakeEngine(pieces), prompts=PromptBuilder(FakeTokenizer(), None))
+    components = Components(
+        manifest=manifest, engine=FakeEngine(pieces), renderer=PromptRenderer(FakeTokenizer(), None)
+    )
     with TestClient(build_app(Settings(), components), raise_server_exceptions=False) as client:
         yield client
 

@@ -41,11 +41,11 @@ the public names:
 * ``rules``: the English and Simplified-Chinese rule tables.
 * ``cues``: idioms blanked out before the rules run, and the context cues a match is judged by.
 * ``lexical``: :class:`LexicalSafetyScreen` and its per-match assessment (negation, person, tense, context).
-* ``policy``: :class:`SafetyPolicy`, :class:`SafetyDecision`, :func:`apply_policy` and ``safety_policy.yaml``.
+* ``policy``: :class:`SafetyPolicy`, :class:`SafetyDecision` and ``safety_policy.yaml``.
 """
 
 from app.chat.safety.lexical import LexicalSafetyScreen
-from app.chat.safety.policy import DEFAULT_POLICY_PATH, PolicyAction, SafetyDecision, SafetyPolicy, apply_policy
+from app.chat.safety.policy import DEFAULT_POLICY_PATH, PolicyAction, SafetyDecision, SafetyPolicy
 from app.chat.safety.text import detect_language, normalize_text
 from app.chat.safety.types import CATEGORIES, Category, RiskLevel, SafetyResult, SafetyScreen
 
@@ -60,7 +60,6 @@ __all__ = [
     "SafetyPolicy",
     "SafetyResult",
     "SafetyScreen",
-    "apply_policy",
     "detect_language",
     "normalize_text",
 ]

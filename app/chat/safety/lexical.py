@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from app.chat.safety.cues import (
     AGENT_EN,
@@ -48,8 +49,9 @@ class LexicalSafetyScreen:
             (CompiledRules(ZH_RULES), IDIOMS_ZH, HAN),
         )
 
-    def screen(self, text: str) -> SafetyResult:
-        """Screen one user message; never logs or keeps ``text``."""
+    def screen(self, text: str, context: Sequence[str] = ()) -> SafetyResult:
+        """Screen one user message; never logs or keeps ``text``. Patterns judge one message: ``context`` is
+        accepted for the protocol and not used."""
         norm = normalize_text(text)
         language = detect_language(norm)
         if not norm:

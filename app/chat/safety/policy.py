@@ -6,7 +6,7 @@ any YAML of the same shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -162,19 +162,12 @@ class SafetyPolicy(BaseModel):
             return lang, message_lang
         return self.default_language, message_lang
 
-    def apply(self, result: SafetyResult, reply_text: str | None = None, locale: str | None = None) -> SafetyDecision:
-        """Decide how to frame or replace a reply.
+    def decide(self, result: SafetyResult, locale: str | None = None) -> SafetyDecision:
+        """How to deliver the reply to a message screened as ``result``: leave it, frame it, or replace it.
 
-        ``reply_text`` may be None when streaming (the reply does not exist yet); when given, the decision's
-        ``text`` holds the final reply. ``locale`` (e.g. "en-GB", "zh-CN", "zh") picks messages and resources;
-        None uses the language the screen detected.
+        ``locale`` (e.g. "en-GB", "zh-CN", "zh") picks messages and resources; None uses the language the screen
+        detected.
         """
-        decision = self._decide(result, locale)
-        if reply_text is None:
-            return decision
-        return replace(decision, text=decision.render(reply_text))
-
-    def _decide(self, result: SafetyResult, locale: str | None) -> SafetyDecision:
         if not result.flagged:
             return SafetyDecision(action="none", level=result.level, categories=result.categories, locale="")
         level_name: Literal["elevated", "high"] = "high" if result.level is RiskLevel.HIGH else "elevated"
@@ -230,9 +223,8 @@ _SEPARATOR = "\n\n"
 class SafetyDecision:
     """How to deliver one reply.
 
-    Non-streaming: ``decision.render(reply)``. Streaming: send ``leading`` before the model's first token (skip the
-    model entirely when ``replaces_reply``), then the model's tokens, then ``trailing``;
-    ``leading + reply + trailing == render(reply)``.
+    The reply the user sees is ``leading`` (sent before the model's first token), the model's text, then
+    ``trailing``; when ``replaces_reply``, only ``leading`` (the vetted message) and nothing is generated.
     """
 
     action: PolicyAction
@@ -243,8 +235,6 @@ class SafetyDecision:
     prefix: str = ""
     suffix: str = ""
     replacement: str | None = None
-    text: str | None = None
-    """The full reply as the user should see it, when ``apply`` was given the reply text."""
 
     @property
     def replaces_reply(self) -> bool:
@@ -265,25 +255,6 @@ class SafetyDecision:
             return ""
         return _SEPARATOR + self.suffix
 
-    def render(self, reply_text: str) -> str:
-        """The full text the user sees for a non-streamed reply."""
-        if self.action == "replace":
-            return self.leading
-        if self.action == "none":
-            return reply_text
-        return self.leading + reply_text + self.trailing
-
     def to_dict(self) -> dict[str, object]:
         """API extension object: the screen's level and categories plus what was done."""
         return {"level": self.level.value, "categories": list(self.categories), "action": self.action}
-
-
-def apply_policy(
-    result: SafetyResult,
-    reply_text: str | None = None,
-    locale: str | None = None,
-    *,
-    policy: SafetyPolicy | None = None,
-) -> SafetyDecision:
-    """Apply ``policy`` (default: the shipped YAML) to a screen result; see :meth:`SafetyPolicy.apply`."""
-    return (policy or SafetyPolicy.default()).apply(result, reply_text, locale)

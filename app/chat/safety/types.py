@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -63,6 +64,6 @@ class SafetyResult:
 class SafetyScreen(Protocol):
     """Anything that can screen a user message. Implementations must not log or keep the text."""
 
-    def screen(self, text: str) -> SafetyResult:
-        """Screen one user message."""
+    def screen(self, text: str, context: Sequence[str] = ()) -> SafetyResult:
+        """Screen one user message; ``context`` holds the conversation's earlier user messages, oldest first."""
         ...

@@ -1,14 +1,14 @@
 """The support-strategy catalogue: names, definitions, examples and forgiving name matching.
 
-The default catalogue is ESConv's eight strategies, shipped in ``training/assets/strategies.yaml``. A deployment can
+The default catalogue is ESConv's eight strategies, shipped in ``app/core/strategies.yaml``. A deployment can
 pass its own YAML to ``load_catalogue(path)``; that file either extends the shipped one (``mode: extend``, the
 default: new names are added, same names are overridden) or replaces it (``mode: replace``).
 
-The server imports this module, so it stays light: only the standard library and PyYAML.
+Serving and training both import this module, so it stays light: only the standard library and PyYAML.
 
 How to run (prints the catalogue as it would appear in a prompt)::
 
-    python -m training.strategies [path/to/deployment_strategies.yaml]
+    python -m app.core.strategies [path/to/deployment_strategies.yaml]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-DEFAULT_PATH = Path(__file__).resolve().parent / "assets" / "strategies.yaml"
+DEFAULT_PATH = Path(__file__).resolve().parent / "strategies.yaml"
 
 # Bracket-like and quote characters that may wrap a strategy tag, e.g. "[Question]", "**Question**", "'Question'".
 _WRAPPERS = "[](){}<>*_`'\"“”‘’ "

@@ -1,0 +1,48 @@
+"""Risk across a conversation: the latest message judged with the recent ones, and high risk that stays.
+
+Risk can be spread over messages that are each harmless alone ("gave my dog to my sister", "cancelled my phone
+contract", "won't need any of it after friday"), so the screen sees the latest user message together with the
+conversation's recent user messages. And once a session reached high risk, it stays at least elevated for its next
+:data:`HIGH_RISK_HOLD_TURNS` turns (the counter is stored with the session), so the resources stay in front of the
+person even when the next message sounds calmer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from app.chat.safety.types import RiskLevel, SafetyResult, SafetyScreen
+from app.core.messages import Message
+
+HIGH_RISK_HOLD_TURNS = 3
+"""Turns after a high-risk turn that stay at least elevated."""
+CONTEXT_MESSAGES = 4
+"""Earlier user messages screened together with the latest."""
+
+
+def screen_conversation(
+    screen: SafetyScreen, earlier: Sequence[Message], new: Sequence[Message], hold: int
+) -> tuple[SafetyResult | None, int]:
+    """Screen this turn's new user message(s) in the context of the earlier ones; apply the session's hold.
+
+    Returns the verdict (None when the turn has no user text) and the session's new hold counter.
+    """
+    text = "\n".join(m.content for m in new if m.role == "user" and m.content)
+    if not text:
+        return None, hold
+    context = [m.content for m in earlier if m.role == "user" and m.content][-CONTEXT_MESSAGES:]
+    result = screen.screen(text, context)
+    if result.level is RiskLevel.HIGH:
+        return result, HIGH_RISK_HOLD_TURNS
+    if hold > 0 and result.level is RiskLevel.NONE:
+        result = replace(result, level=RiskLevel.ELEVATED, categories=_held_categories(earlier))
+    return result, max(0, hold - 1)
+
+
+def _held_categories(earlier: Sequence[Message]) -> tuple[str, ...]:
+    """Categories of the latest high-risk user message (what the held resources are about)."""
+    for message in reversed(earlier):
+        if message.role == "user" and message.safety and message.safety.get("level") == "high":
+            return tuple(message.safety.get("categories", ()))
+    return ()

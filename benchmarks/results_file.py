@@ -1,0 +1,58 @@
+"""Write a benchmark's results file: ``benchmarks/results/<name>.json`` with where, when and how it was measured.
+
+Every number the README quotes comes from one of these files. Each records the git commit (and whether the tree had
+uncommitted changes), the UTC date, the machine (platform, CPU count, memory), the load average before and after the
+run, and the exact command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS.parent, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip()
+
+
+def provenance() -> dict[str, Any]:
+    """Git SHA, date, machine and load: call it at the start of a run (the load average before it)."""
+    memory_gib = None
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return {
+        "git_sha": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+            "memory_gib": memory_gib,
+            "python": platform.python_version(),
+        },
+        "load_average_before": list(os.getloadavg()),
+        "command": " ".join([Path(sys.argv[0]).name if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]]),
+    }
+
+
+def write_results(name: str, started: dict[str, Any], results: dict[str, Any]) -> Path:
+    """Write ``results`` with the ``started`` provenance (and the load average now) to ``results/<name>.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    body = {**started, "load_average_after": list(os.getloadavg()), "results": results}
+    path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {path.relative_to(RESULTS.parent.parent)}")
+    return path
