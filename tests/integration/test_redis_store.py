@@ -32,6 +32,7 @@ from app.sessions.base import (
 )
 from app.sessions.memory_store import MemorySessionStore
 from app.sessions.redis_store import RedisSessionStore
+from tests.session_turns import commit_turn, turn
 from tests.waiting import async_wait_until
 
 if TYPE_CHECKING:
@@ -76,25 +77,6 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFacto
     yield make
     for store in stores:
         await store.close()
-
-
-def turn(text: str, version: int, **extra: Any) -> TurnCommit:
-    """A one-question turn: user ``q:text``, assistant ``a:text``."""
-    return TurnCommit(
-        messages=[Message("user", f"q:{text}")],
-        reply=Message("assistant", f"a:{text}"),
-        expected_version=version,
-        **extra,
-    )
-
-
-async def commit_turn(store: SessionStore, tenant: str, session_id: str, commit: TurnCommit) -> SessionRecord:
-    """One whole turn as the chat pipeline runs it: open (lock + read), commit (+ unlock), release if not committed."""
-    lease = await store.open(tenant, session_id, wait_s=5, ttl_s=10)
-    try:
-        return await store.commit(lease, commit)
-    finally:
-        await store.release(lease)
 
 
 async def _gone(store: SessionStore) -> bool:

@@ -11,8 +11,9 @@ import asyncio
 import pytest
 
 from app.core.messages import Message
-from app.sessions.base import InvalidHistory, SessionBusy, SessionConflict, SessionRecord, SessionStore, TurnCommit
+from app.sessions.base import InvalidHistory, SessionBusy, SessionConflict, SessionStore, TurnCommit
 from app.sessions.memory_store import MemorySessionStore
+from tests.session_turns import commit_turn, turn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -28,20 +29,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def turn(text: str, version: int) -> TurnCommit:
-    return TurnCommit(
-        messages=[Message("user", f"q:{text}")], reply=Message("assistant", f"a:{text}"), expected_version=version
-    )
-
-
-async def commit_turn(store: SessionStore, tenant: str, session_id: str, commit: TurnCommit) -> SessionRecord:
-    lease = await store.open(tenant, session_id, wait_s=1, ttl_s=30)
-    try:
-        return await store.commit(lease, commit)
-    finally:
-        await store.release(lease)
 
 
 async def test_session_ttl_slides_with_each_commit() -> None:
