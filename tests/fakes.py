@@ -27,10 +27,20 @@ class FakeEngine:
     """Streams the given pieces for each choice; optionally fails after ``fail_after`` steps."""
 
     def __init__(
-        self, pieces: list[str], *, max_model_len: int = 256, fail_after: int | None = None, hold: bool = False
+        self,
+        pieces: list[str],
+        *,
+        max_model_len: int = 256,
+        fail_after: int | None = None,
+        hold: bool = False,
+        replies: list[str] | None = None,
     ) -> None:
-        """``hold``: every generation waits after its first piece until :meth:`release` (thread-safe)."""
+        """``hold``: every generation waits after its first piece until :meth:`release` (thread-safe).
+        ``replies``: each generation streams the next of these whole (instead of ``pieces``)."""
         self.pieces = pieces
+        self.replies = list(replies or [])
+        self.prompts: list[list[int]] = []
+        """The prompt token ids of every generation, in order."""
         self._gate = threading.Event()
         if not hold:
             self._gate.set()
@@ -64,12 +74,14 @@ class FakeEngine:
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str
     ) -> AsyncGenerator[list[ChoiceDelta], None]:
         self.calls.append(params)
+        self.prompts.append(list(prompt_token_ids))
+        pieces = [self.replies.pop(0)] if self.replies else self.pieces
         finished = False
         try:
-            for step, piece in enumerate(self.pieces):
+            for step, piece in enumerate(pieces):
                 if self.fail_after is not None and step >= self.fail_after:
                     raise EngineError("boom")
-                finished = step == len(self.pieces) - 1
+                finished = step == len(pieces) - 1
                 yield [ChoiceDelta(i, piece, 1, "stop" if finished else None) for i in range(params.n)]
                 while not self._gate.is_set():
                     await asyncio.sleep(0.01)
