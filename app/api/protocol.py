@@ -20,9 +20,10 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     StrictBool,
     model_serializer,
+    model_validator,
 )
 
-from app.chat.turn import Sampling, TurnRequest
+from app.chat.turn import Output, Sampling, TurnRequest
 from app.core.messages import SESSION_ID_RE, Message
 
 
@@ -71,6 +72,32 @@ class ChatMessage(BaseModel):
         return Message("system" if self.role == "developer" else self.role, self.text)
 
 
+class JsonSchemaFormat(BaseModel):
+    """``response_format.json_schema``: the schema the reply must match."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: Annotated[Text, Field(min_length=1, max_length=64)]
+    description: Text | None = None
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """``response_format``: plain text (default), any JSON object, or JSON matching a schema (structured outputs)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("'json_schema' is required when type is 'json_schema'")
+        return self
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -100,6 +127,7 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     user: Text | None = None
+    response_format: ResponseFormat | None = None
     ignore_eos: StrictBool = False
     """vLLM-compatible extension: keep generating past the end-of-sequence token (load tests, benchmarks)."""
     session_id: SessionId | None = None
@@ -142,7 +170,17 @@ class ChatCompletionRequest(BaseModel):
             ignore_eos=self.ignore_eos,
             locale=self.locale,
             stream=self.stream,
+            output=self._output(),
         )
+
+    def _output(self) -> Output:
+        form = self.response_format
+        if form is None or form.type == "text":
+            return Output()
+        if form.type == "json_object":
+            return Output(json_object=True)
+        assert form.json_schema is not None  # checked by ResponseFormat
+        return Output(json_schema=form.json_schema.json_schema)
 
 
 class UsageInfo(BaseModel):

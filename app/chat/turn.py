@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.chat.admission import Admission, Slot
 from app.chat.errors import ContextTooLong, GenerationFailed, InvalidChatRequest, Unavailable, UnknownModel
@@ -71,6 +72,22 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Output:
+    """What shape the reply must have: free text (the default), any JSON object, or JSON matching a schema.
+
+    Structured replies are for programs, not people: the sentence budget and strategy tags do not apply, and the
+    safety verdict is reported in the response without framing text inside the JSON (``replace`` still replaces).
+    """
+
+    json_schema: Mapping[str, Any] | None = None
+    json_object: bool = False
+
+    @property
+    def structured(self) -> bool:
+        return self.json_schema is not None or self.json_object
+
+
+@dataclass(frozen=True)
 class TurnRequest:
     """One turn, independent of the wire format that carried it."""
 
@@ -87,6 +104,7 @@ class TurnRequest:
     ignore_eos: bool = False
     locale: str | None = None
     stream: bool = False
+    output: Output = Output()
 
 
 @dataclass(frozen=True)
@@ -273,6 +291,8 @@ class ChatPipeline:
     ) -> StrategyPlan:
         """Requested strategy, else the counselor's choice (``counselor`` mode), else the model's tag or none."""
         mode = request.strategy_mode or self.manifest.strategy_mode
+        if request.output.structured and mode == "model":
+            mode = "off"  # a JSON reply cannot start with a tag
         strategy = requested
         if strategy is None and mode == "counselor":
             strategy = await self.counselor.choose(conversation.messages, caller.request_id)
@@ -326,6 +346,8 @@ class ChatPipeline:
             frequency_penalty=sampling.frequency_penalty,
             repetition_penalty=defaults.repetition_penalty,
             ignore_eos=request.ignore_eos,
+            json_schema=request.output.json_schema,
+            json_object=request.output.json_object,
         )
         try:
             self.engine.check(params)
@@ -334,8 +356,9 @@ class ChatPipeline:
         return params
 
     def max_sentences(self, request: TurnRequest) -> int | None:
-        """The request's sentence budget (0: none), else the manifest's; ``ignore_eos`` asks for full length."""
-        if request.ignore_eos:
+        """The request's sentence budget (0: none), else the manifest's; ``ignore_eos`` asks for full length, and a
+        structured (JSON) reply is never cut."""
+        if request.ignore_eos or request.output.structured:
             return None
         if request.max_sentences is not None:
             return request.max_sentences or None
@@ -369,8 +392,9 @@ class Turn:
         self.params = params
         self._slot: Slot | None = slot
         self._progress = _Progress()
-        leading = safety.leading if safety else ""
-        trailing = safety.trailing if safety else ""
+        framed = safety is not None and (safety.replaces_reply or not request.output.structured)
+        leading = safety.leading if safety and framed else ""
+        trailing = safety.trailing if safety and framed else ""
         parse = pipeline.catalogue if plan.parse_tags else None
         budget = pipeline.max_sentences(request)
         self.choices = [

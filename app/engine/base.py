@@ -6,9 +6,9 @@ small fake that follows this protocol.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class EngineError(Exception):
@@ -35,6 +35,10 @@ class GenerationParams:
     ignore_eos: bool = False
     choices: tuple[str, ...] = field(default=())
     """When set, constrain the output to exactly one of these strings (structured outputs)."""
+    json_schema: Mapping[str, Any] | None = None
+    """When set, constrain the output to JSON matching this schema (structured outputs)."""
+    json_object: bool = False
+    """Constrain the output to some JSON object."""
 
 
 @dataclass(frozen=True)

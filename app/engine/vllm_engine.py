@@ -59,6 +59,7 @@ class VllmEngine:
         on_gpu = device == "cuda" or (device == "auto" and cuda_available())
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -74,6 +75,8 @@ class VllmEngine:
             "max_num_seqs": config.max_num_seqs,
             "seed": seed,
             "enable_log_requests": False,  # never log prompts
+            # Compact structured outputs: a small model cannot spend its whole budget on whitespace inside JSON.
+            "structured_outputs_config": StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             "disable_log_stats": False,  # keeps vLLM's own Prometheus metrics alive
         }
         if on_gpu:
@@ -118,7 +121,7 @@ class VllmEngine:
                 repetition_penalty=params.repetition_penalty,
                 ignore_eos=params.ignore_eos,
                 output_kind=RequestOutputKind.DELTA,
-                structured_outputs=StructuredOutputsParams(choice=list(params.choices)) if params.choices else None,
+                structured_outputs=_structured(params, StructuredOutputsParams),
             )
         except (ValueError, VLLMClientError) as exc:  # vLLM's validation messages name parameters, not user text
             raise InvalidParamsError(str(exc)) from exc
@@ -153,6 +156,17 @@ class VllmEngine:
         if not self._closed:
             self._closed = True
             self._llm.shutdown()
+
+
+def _structured(params: GenerationParams, kind: Any) -> Any:
+    """vLLM's structured-outputs constraint for ``params`` (guided choice, JSON schema, any JSON object), or None."""
+    if params.choices:
+        return kind(choice=list(params.choices))
+    if params.json_schema is not None:
+        return kind(json=dict(params.json_schema))
+    if params.json_object:
+        return kind(json_object=True)
+    return None
 
 
 def _finish_reason(reason: str | None) -> str | None:

@@ -103,3 +103,32 @@ def counselor_invalid(server: ServerProcess) -> float:
     match = re.search(r"^sweetie_counselor_invalid_total (\S+)$", text, re.M)
     assert match is not None
     return float(match.group(1))
+
+
+def test_structured_output_follows_the_json_schema_stream_and_not(client: openai.OpenAI) -> None:
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"strategy": {"type": "string", "enum": ["Question", "Affirmation and Reassurance"]}},
+        "required": ["strategy"],
+        "additionalProperties": False,
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "pick", "schema": schema, "strict": True}}
+    messages = [{"role": "user", "content": "Pick a strategy for: I failed my exam."}]
+    reply = client.chat.completions.create(
+        model=TINY_MODEL, messages=messages, max_tokens=200, response_format=response_format, temperature=0.0
+    )
+    assert json.loads(reply.choices[0].message.content or "")["strategy"] in schema["properties"]["strategy"]["enum"]
+    chunks = client.chat.completions.create(
+        model=TINY_MODEL, messages=messages, max_tokens=200, response_format=response_format, stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert set(json.loads(text)) == {"strategy"}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=TINY_MODEL,
+            messages=messages,
+            response_format={"type": "json_schema"},  # type: ignore[arg-type,typeddict-item]
+        )
+    assert info.value.param == "response_format"
