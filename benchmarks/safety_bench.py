@@ -1,371 +1,440 @@
-"""Accuracy and latency benchmark for the crisis safety screen (app/chat/safety/).
+"""Accuracy and latency benchmark for the crisis-risk screens (app/chat/safety/), with bootstrap intervals.
 
 How to run (from the repository root):
 
-    python benchmarks/safety_bench.py               # table, PASS/FAIL, exit 1 when a target fails
-    python benchmarks/safety_bench.py --json        # the same numbers as JSON
-    python benchmarks/safety_bench.py --errors train  # also list misclassified examples of one split
+    python benchmarks/safety_bench.py --sets dev test regression --screen learned
+    python benchmarks/safety_bench.py --sets regression --screen lexical
+    python benchmarks/safety_bench.py --sets training/assets/safety/corpus.jsonl --out /tmp/safety.json
 
-Data: benchmarks/safety/labelled.jsonl, hand-written before the patterns, one object per line:
-``{"text", "lang": "en"|"zh", "label": "high"|"elevated"|"none", "categories": [...],
-"kind": "risky"|"safe"|"hard_negative", "split": "train"|"test"}``. The test split (about 30%) was held out
-while the patterns were tuned. Metrics, per split and overall:
+Sets: a name means ``benchmarks/safety/<name>.jsonl`` (``dev`` and ``test`` are written separately, before training,
+and never used to tune; ``regression`` is the old hand-written set kept to guard behaviour); anything ending in
+``.jsonl`` is read as a path. A set that does not exist is reported as missing and skipped. Each line is either
+the current format ``{"text", "context": [...], "level", "categories", "language", "group", ...}`` or the
+regression set's older one ``{"text", "lang", "label", "categories", "kind"}``; both are normalised on load (a
+``kind`` of ``hard_negative`` becomes group ``neg.hard_negative``, ``safe`` becomes ``safe``). ``context`` (earlier
+user messages, oldest first) goes to ``screen(text, context)``.
 
-* recall on high: share of ``label == high`` predicted ``high``;
-* recall on elevated: share of ``label == elevated`` predicted ``elevated`` or ``high`` (flagged at all);
-* per-category recall: share of risky examples with that category that are flagged and carry the category;
-* false-positive rate on hard negatives and on clearly safe messages: share predicted above ``none``;
-* latency per ``screen()`` call over many rounds, for the labelled messages and for two sets of ~1,000-character
-  messages: "typical" (safe and hard-negative messages joined, one risky message in every fourth) and
-  "risk-dense" (random labelled messages joined, about half risky: a near worst case, reported without a
-  target). Both the thread's CPU time and wall time are reported.
+Figures per set, overall and per language, each with a 95% bootstrap interval (numpy, seeded, ``--resamples``
+resamples of the items behind the figure):
 
-Targets: recall on high >= 0.95 and FPR on hard negatives <= 0.05 (each split and overall); p99 latency < 1 ms
-on the labelled and the typical ~1,000-character messages, by default on CPU time because wall-clock p99 on a
-shared machine mostly measures other processes (``--clock wall`` applies it to wall time; on an idle machine the
-two agree).
+* high flagged: share of ``level == high`` flagged at any level; high as high: share predicted ``high``;
+* elevated flagged: share of ``level == elevated`` flagged at any level;
+* recall per category: share of risky items with that category that are flagged and carry it;
+* false positives on hard negatives (``level == none`` and group starting with ``neg.``) and on all ``none`` items.
+
+Latency per ``screen()`` call (the latest message alone and, with context, the window too), wall and thread CPU
+time, p50 and p99, over the sets' own items, ~1,000-character messages and a 100 KB message.
+
+Targets (issue 12), printed next to each figure as PASS/FAIL but not asserted (the exit status is 0): high flagged
+>= 0.97, high as high >= 0.90, elevated flagged >= 0.85, hard-negative false positives <= 0.05, each language within
+0.02 of these; p99 wall latency < 2 ms. Results go to ``benchmarks/results/safety.json`` with the git SHA, the date
+(UTC), the machine, the exact command, the screen and the artefact's sha256.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
+import os
 import random
+import shlex
 import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python benchmarks/safety_bench.py` without installing the package
     sys.path.insert(0, str(ROOT))
 
-from app.chat.safety import CATEGORIES, LexicalSafetyScreen, RiskLevel, SafetyScreen  # noqa: E402
+from app.chat.safety import CATEGORIES, LexicalSafetyScreen, RiskLevel, SafetyResult, SafetyScreen  # noqa: E402
+from benchmarks.results_file import provenance  # noqa: E402
 from training.cli import parse_config  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parent / "safety" / "labelled.jsonl"
-SPLITS = ("train", "test", "all")
-TARGET_HIGH_RECALL = 0.95
-TARGET_HARD_NEGATIVE_FPR = 0.05
-TARGET_P99_US = 1000.0
-STRESS = "~1000-char risk-dense (stress, no target)"
+SETS_DIR = Path(__file__).resolve().parent / "safety"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "safety.json"
+HELD_OUT = ("dev", "test")
+TARGETS: dict[str, tuple[str, float]] = {
+    "high_flagged": (">=", 0.97),
+    "high_as_high": (">=", 0.90),
+    "elevated_flagged": (">=", 0.85),
+    "hard_negative_fpr": ("<=", 0.05),
+}
+LANGUAGE_SLACK = 0.02
+TARGET_P99_WALL_US = 2000.0
+LEVEL_ALIASES = {"none": RiskLevel.NONE, "elevated": RiskLevel.ELEVATED, "high": RiskLevel.HIGH}
 
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled message."""
+    """One labelled item, normalised from either file format."""
 
     text: str
-    lang: str
-    label: RiskLevel
+    context: tuple[str, ...]
+    language: str
+    level: RiskLevel
     categories: tuple[str, ...]
-    kind: str
-    split: str
+    group: str
+
+    @property
+    def hard_negative(self) -> bool:
+        return self.level is RiskLevel.NONE and self.group.startswith("neg.")
 
 
 @dataclass
 class BenchConfig:
     """Command-line options."""
 
-    data: Path = field(default=DEFAULT_DATA, metadata={"help": "labelled JSONL file"})
-    rounds: int = field(default=30, metadata={"help": "timing rounds over every message"})
-    json: bool = field(default=False, metadata={"help": "print JSON instead of a table"})
-    errors: Literal["train", "test", "all"] | None = field(
-        default=None, metadata={"help": "list misclassified examples of this split on stderr"}
+    sets: list[str] = field(
+        default_factory=lambda: ["dev", "test", "regression"],
+        metadata={"help": "set names (benchmarks/safety/NAME.jsonl) or paths to .jsonl files"},
     )
-    clock: Literal["cpu", "wall"] = field(
-        default="cpu",
-        metadata={"help": "apply the latency target to thread CPU time (robust on shared machines) or wall time"},
+    screen: Literal["learned", "lexical"] = field(default="learned", metadata={"help": "which screen to measure"})
+    model: Path | None = field(default=None, metadata={"help": "artefact for --screen learned (default: shipped)"})
+    resamples: int = field(default=1000, metadata={"help": "bootstrap resamples per figure"})
+    seed: int = field(default=0, metadata={"help": "bootstrap and long-message seed"})
+    rounds: int = field(default=5, metadata={"help": "timing rounds over each latency set"})
+    out: Path | None = field(default=DEFAULT_OUT, metadata={"help": "results JSON ('none' to skip writing)"})
+    errors: str | None = field(
+        default=None, metadata={"help": "list this set's misclassified items on stderr (not for dev or test)"}
     )
 
+    def __post_init__(self) -> None:
+        if self.errors in HELD_OUT:
+            raise ValueError(f"errors: {self.errors} is held out; its items are never listed (tune on the corpus)")
+        if self.resamples < 1 or self.rounds < 1:
+            raise ValueError("resamples, rounds: must be at least 1")
 
-def load_labelled(path: Path = DEFAULT_DATA) -> list[Example]:
-    """Read and validate the labelled set; a bad line raises ValueError naming the line."""
+
+# ---------------------------------------------------------------------------------------------------------- sets
+
+
+def set_path(name: str) -> Path:
+    """``benchmarks/safety/<name>.jsonl`` for a name, the path itself for anything ending in ``.jsonl``."""
+    return Path(name) if name.endswith(".jsonl") else SETS_DIR / f"{name}.jsonl"
+
+
+def _normalise(row: dict[str, Any], where: str) -> Example:
+    """Either format into an :class:`Example`; ValueError naming ``where`` and the field when something is wrong."""
+    try:
+        text = row["text"]
+        level_name = row["level"] if "level" in row else row["label"]
+        language = row["language"] if "language" in row else row["lang"]
+        categories = tuple(row.get("categories", ()))
+        context = tuple(row.get("context") or ())
+    except KeyError as exc:
+        raise ValueError(f"{where}: {exc.args[0]}: missing") from None
+    if level_name not in LEVEL_ALIASES:
+        raise ValueError(f"{where}: level: {level_name!r} is not none|elevated|high")
+    if language not in ("en", "zh"):
+        raise ValueError(f"{where}: language: {language!r} is not en|zh")
+    if not isinstance(text, str) or not all(isinstance(c, str) for c in context):
+        raise ValueError(f"{where}: text/context: expected strings")
+    if not set(categories) <= set(CATEGORIES):
+        raise ValueError(f"{where}: categories: unknown category in {list(categories)}")
+    level = LEVEL_ALIASES[level_name]
+    if "group" in row:
+        group = str(row["group"])
+    else:
+        kind = row.get("kind", "risky")
+        group = {"hard_negative": "neg.hard_negative", "safe": "safe"}.get(kind, f"{level.value}.{kind}")
+    return Example(text, context, language, level, tuple(c for c in CATEGORIES if c in categories), group)
+
+
+def load_set(name_or_path: str | Path) -> list[Example]:
+    """Read and normalise a set; ValueError naming the file and line for a bad line."""
+    path = set_path(str(name_or_path))
     examples = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        row = json.loads(line)
         try:
-            ex = Example(
-                text=row["text"],
-                lang=row["lang"],
-                label=RiskLevel(row["label"]),
-                categories=tuple(row["categories"]),
-                kind=row["kind"],
-                split=row.get("split", "train"),
-            )
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"{path}:{lineno}: bad example ({exc})") from exc
-        if ex.lang not in ("en", "zh") or ex.kind not in ("risky", "safe", "hard_negative"):
-            raise ValueError(f"{path}:{lineno}: lang must be en|zh and kind risky|safe|hard_negative")
-        if not set(ex.categories) <= set(CATEGORIES) or ex.split not in ("train", "test"):
-            raise ValueError(f"{path}:{lineno}: unknown category or split")
-        examples.append(ex)
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        examples.append(_normalise(row, f"{path}:{lineno}"))
     return examples
 
 
-def _ratio(hits: int, total: int) -> float | None:
-    return round(hits / total, 4) if total else None
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def evaluate(screen: SafetyScreen, examples: Sequence[Example]) -> dict[str, dict[str, Any]]:
-    """Accuracy metrics per split ("train", "test", "all"); each value is a share with its count."""
-    predictions = [screen.screen(ex.text) for ex in examples]
-    report: dict[str, dict[str, Any]] = {}
-    for split in SPLITS:
-        pairs = [(ex, p) for ex, p in zip(examples, predictions, strict=True) if split in ("all", ex.split)]
-        high = [(ex, p) for ex, p in pairs if ex.label is RiskLevel.HIGH]
-        elevated = [(ex, p) for ex, p in pairs if ex.label is RiskLevel.ELEVATED]
-        hard = [(ex, p) for ex, p in pairs if ex.kind == "hard_negative"]
-        safe = [(ex, p) for ex, p in pairs if ex.kind == "safe"]
-        risky = [(ex, p) for ex, p in pairs if ex.kind == "risky"]
-        metrics: dict[str, Any] = {
-            "n": len(pairs),
-            "high_recall": _ratio(sum(p.level is RiskLevel.HIGH for _, p in high), len(high)),
-            "n_high": len(high),
-            "elevated_recall": _ratio(sum(p.flagged for _, p in elevated), len(elevated)),
-            "n_elevated": len(elevated),
-            "elevated_predicted_high": sum(p.level is RiskLevel.HIGH for _, p in elevated),
-            "risky_exact_level": _ratio(sum(p.level is ex.label for ex, p in risky), len(risky)),
-            "hard_negative_fpr": _ratio(sum(p.flagged for _, p in hard), len(hard)),
-            "n_hard_negative": len(hard),
-            "safe_fpr": _ratio(sum(p.flagged for _, p in safe), len(safe)),
-            "n_safe": len(safe),
+# ----------------------------------------------------------------------------------------------------- accuracy
+
+
+def _bootstrap(hits: np.ndarray, rng: np.random.Generator, resamples: int) -> tuple[float | None, list[float] | None]:
+    """Share of true values and its 95% percentile bootstrap interval."""
+    if hits.size == 0:
+        return None, None
+    draws = rng.integers(0, hits.size, size=(resamples, hits.size))
+    shares = hits[draws].mean(axis=1)
+    low, high = np.percentile(shares, [2.5, 97.5])
+    return round(float(hits.mean()), 4), [round(float(low), 4), round(float(high), 4)]
+
+
+def _figure(hits: Sequence[bool], rng: np.random.Generator, resamples: int) -> dict[str, Any]:
+    value, interval = _bootstrap(np.asarray(hits, dtype=float), rng, resamples)
+    return {"value": value, "ci95": interval, "n": len(hits)}
+
+
+def evaluate(
+    screen: SafetyScreen, examples: Sequence[Example], *, resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """All accuracy figures of one set: overall and per language, each ``{"value", "ci95", "n"}``."""
+    results = [screen.screen(ex.text, ex.context) for ex in examples]
+    return figures(examples, results, resamples=resamples, seed=seed)
+
+
+def figures(
+    examples: Sequence[Example], results: Sequence[SafetyResult], *, resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    pairs = list(zip(examples, results, strict=True))
+
+    def block(rows: list[tuple[Example, SafetyResult]]) -> dict[str, Any]:
+        high = [r for ex, r in rows if ex.level is RiskLevel.HIGH]
+        elevated = [r for ex, r in rows if ex.level is RiskLevel.ELEVATED]
+        hard = [r for ex, r in rows if ex.hard_negative]
+        none = [r for ex, r in rows if ex.level is RiskLevel.NONE]
+        out: dict[str, Any] = {
+            "n": len(rows),
+            "high_flagged": _figure([r.flagged for r in high], rng, resamples),
+            "high_as_high": _figure([r.level is RiskLevel.HIGH for r in high], rng, resamples),
+            "elevated_flagged": _figure([r.flagged for r in elevated], rng, resamples),
+            "elevated_as_high": _figure([r.level is RiskLevel.HIGH for r in elevated], rng, resamples),
+            "hard_negative_fpr": _figure([r.flagged for r in hard], rng, resamples),
+            "none_fpr": _figure([r.flagged for r in none], rng, resamples),
             "category_recall": {},
-            "by_lang": {},
         }
         for cat in CATEGORIES:
-            with_cat = [(ex, p) for ex, p in risky if cat in ex.categories]
-            hit = sum(p.flagged and cat in p.categories for _, p in with_cat)
-            metrics["category_recall"][cat] = {"recall": _ratio(hit, len(with_cat)), "n": len(with_cat)}
-        for lang in ("en", "zh"):
-            lh = [(ex, p) for ex, p in high if ex.lang == lang]
-            lhn = [(ex, p) for ex, p in hard if ex.lang == lang]
-            metrics["by_lang"][lang] = {
-                "high_recall": _ratio(sum(p.level is RiskLevel.HIGH for _, p in lh), len(lh)),
-                "n_high": len(lh),
-                "hard_negative_fpr": _ratio(sum(p.flagged for _, p in lhn), len(lhn)),
-                "n_hard_negative": len(lhn),
-            }
-        report[split] = metrics
+            with_cat = [r for ex, r in rows if ex.level is not RiskLevel.NONE and cat in ex.categories]
+            out["category_recall"][cat] = _figure([r.flagged and cat in r.categories for r in with_cat], rng, resamples)
+        return out
+
+    report = block(pairs)
+    report["by_language"] = {lang: block([(ex, r) for ex, r in pairs if ex.language == lang]) for lang in ("en", "zh")}
     return report
 
 
-def misclassified(screen: SafetyScreen, examples: Sequence[Example], split: str) -> list[dict[str, Any]]:
-    """Examples of one split whose predicted level differs from the label (for tuning on the train split)."""
+def misclassified(screen: SafetyScreen, examples: Sequence[Example]) -> list[dict[str, Any]]:
+    """Items whose predicted level differs from the label (never called for the held-out sets)."""
     out = []
     for ex in examples:
-        if split not in ("all", ex.split):
-            continue
-        result = screen.screen(ex.text)
-        if result.level is not ex.label:
+        result = screen.screen(ex.text, ex.context)
+        if result.level is not ex.level:
             out.append(
                 {
                     "text": ex.text,
-                    "label": ex.label.value,
+                    "context": list(ex.context),
+                    "level": ex.level.value,
                     "predicted": result.level.value,
                     "predicted_categories": list(result.categories),
-                    "kind": ex.kind,
+                    "group": ex.group,
                 }
             )
     return out
 
 
-def long_messages(
-    examples: Sequence[Example], count: int = 200, target_chars: int = 1000, *, dense: bool = True
-) -> list[str]:
-    """Deterministic ~1,000-character messages (about 330 Han characters for Chinese) built from labelled ones.
+# ------------------------------------------------------------------------------------------------------ latency
 
-    ``dense=True`` joins random labelled messages, so roughly half are risky and a third hard negatives: a
-    near worst case for the screen. ``dense=False`` joins safe and hard-negative messages and adds one risky
-    message to every fourth: closer to a real long message, mostly narrative with at most one disclosure.
+
+def long_messages(
+    examples: Sequence[Example], count: int = 200, target_chars: int = 1000, *, dense: bool = True, seed: int = 7
+) -> list[str]:
+    """Deterministic ~1,000-character messages (about 330 Han characters for Chinese) built from a set's texts.
+
+    ``dense=True`` joins random items (risk-dense, a near worst case); ``dense=False`` joins ``none`` items and adds
+    one risky item to every fourth message (closer to a real long message).
     """
-    rng = random.Random(7)
+    rng = random.Random(seed)
     out = []
     for i in range(count):
         lang = "zh" if i % 3 == 2 else "en"
-        pool = [ex.text for ex in examples if ex.lang == lang and (dense or ex.kind != "risky")]
-        risky = [ex.text for ex in examples if ex.lang == lang and ex.kind == "risky"]
-        limit = target_chars // 3 if lang == "zh" else target_chars  # Han text is ~3x denser
+        pool = [ex.text for ex in examples if ex.language == lang and (dense or ex.level is RiskLevel.NONE)]
+        risky = [ex.text for ex in examples if ex.language == lang and ex.level is not RiskLevel.NONE]
+        if not pool:
+            continue
+        limit = target_chars // 3 if lang == "zh" else target_chars
         parts: list[str] = []
         while sum(len(p) + 1 for p in parts) < limit:
             parts.append(rng.choice(pool))
-        if not dense and i % 4 == 0:
+        if not dense and risky and i % 4 == 0:
             parts.insert(rng.randrange(len(parts)), rng.choice(risky))
-        joined = (" " if lang == "en" else "").join(parts)
-        out.append(joined[:limit])
+        out.append((" " if lang == "en" else "").join(parts)[:limit])
     return out
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
-    samples = sorted(samples)
+    ordered = sorted(samples)
     return {
-        "p50_us": round(samples[len(samples) // 2], 1),
-        "p99_us": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 1),
-        "max_us": round(samples[-1], 1),
-        "mean_us": round(statistics.fmean(samples), 1),
+        "p50_us": round(ordered[len(ordered) // 2], 1),
+        "p99_us": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+        "max_us": round(ordered[-1], 1),
+        "mean_us": round(statistics.fmean(ordered), 1),
     }
 
 
-def measure_latency(screen: SafetyScreen, texts: Sequence[str], rounds: int) -> dict[str, Any]:
-    """Per-call latency over ``rounds`` passes (after a warm-up pass), in microseconds.
+def measure_latency(screen: SafetyScreen, calls: Sequence[tuple[str, Sequence[str]]], rounds: int) -> dict[str, Any]:
+    """Per-call latency of ``screen(text, context)`` over ``rounds`` passes after a warm-up pass, in microseconds.
 
-    ``cpu`` is the calling thread's CPU time (the screen's own cost); ``wall`` also counts time spent waiting for
-    a core, which on a shared machine is mostly other processes.
+    ``cpu`` is the calling thread's CPU time (the screen's own cost); ``wall`` also counts waiting for a core.
     """
-    for text in texts:
-        screen.screen(text)
+    for text, context in calls:
+        screen.screen(text, context)
     wall: list[float] = []
     cpu: list[float] = []
     gc.collect()
     for _ in range(rounds):
-        for text in texts:
+        for text, context in calls:
             w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-            screen.screen(text)
+            screen.screen(text, context)
             cpu.append((time.thread_time_ns() - c0) / 1000)
             wall.append((time.perf_counter_ns() - w0) / 1000)
     return {
         "calls": len(wall),
-        "mean_chars": round(statistics.fmean(len(t) for t in texts), 1),
+        "mean_chars": round(statistics.fmean(len(t) + sum(map(len, c)) for t, c in calls), 1),
         "cpu": _percentiles(cpu),
         "wall": _percentiles(wall),
     }
 
 
-def check_targets(
-    report: dict[str, dict[str, Any]], latency: dict[str, dict[str, Any]], clock: str = "cpu"
-) -> list[dict[str, Any]]:
-    """One row per target and split: name, value, passed. Latency targets use ``clock`` ("cpu" or "wall")."""
+def big_message(chars: int = 100_000) -> str:
+    """A ~100 KB message: ordinary narrative with a disclosure at the very end."""
+    filler = "Work ran late again and the bus was full, so I walked home and made noodles. "
+    return (filler * (chars // len(filler) + 1))[: chars - 40] + " and honestly I want to die tonight."
+
+
+# ------------------------------------------------------------------------------------------------------ targets
+
+
+def target_rows(name: str, report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per target: overall, and per language with the issue's 0.02 slack."""
     rows = []
-    for split in SPLITS:
-        m = report[split]
-        rows.append(
-            {
-                "target": f"{split}: recall on high >= {TARGET_HIGH_RECALL}",
-                "value": m["high_recall"],
-                "passed": m["high_recall"] is not None and m["high_recall"] >= TARGET_HIGH_RECALL,
-            }
-        )
-        rows.append(
-            {
-                "target": f"{split}: FPR on hard negatives <= {TARGET_HARD_NEGATIVE_FPR}",
-                "value": m["hard_negative_fpr"],
-                "passed": m["hard_negative_fpr"] is not None and m["hard_negative_fpr"] <= TARGET_HARD_NEGATIVE_FPR,
-            }
-        )
-    for name, lat in latency.items():
-        if name == STRESS:
-            continue  # reported, not held to the target: see long_messages()
-        p99 = lat[clock]["p99_us"]
-        rows.append(
-            {
-                "target": f"{clock} latency p99, {name} < {TARGET_P99_US:.0f} us",
-                "value": p99,
-                "passed": p99 < TARGET_P99_US,
-            }
-        )
+    scopes: list[tuple[str, dict[str, Any], float]] = [("all", report, 0.0)]
+    scopes += [(lang, report["by_language"][lang], LANGUAGE_SLACK) for lang in ("en", "zh")]
+    for scope, block, slack in scopes:
+        for key, (op, goal) in TARGETS.items():
+            bound = goal - slack if op == ">=" else goal + slack
+            value = block[key]["value"]
+            passed = value is not None and (value >= bound if op == ">=" else value <= bound)
+            rows.append({"set": name, "scope": scope, "figure": key, "target": f"{op} {bound:.2f}", "value": value,
+                         "passed": passed})  # fmt: skip
     return rows
 
 
-def _fmt(value: float | None) -> str:
-    return "  n/a" if value is None else f"{value:.3f}"
+# ------------------------------------------------------------------------------------------------------- output
 
 
-def print_table(
-    report: dict[str, dict[str, Any]], latency: dict[str, dict[str, Any]], targets: list[dict[str, Any]]
-) -> None:
-    """Human-readable report."""
-    header = f"{'metric':<34}" + "".join(f"{s:>16}" for s in SPLITS)
-    print(header)
-    print("-" * len(header))
+def _fmt(fig: dict[str, Any]) -> str:
+    if fig["value"] is None:
+        return "n/a"
+    low, high = fig["ci95"]
+    return f"{fig['value']:.3f} [{low:.3f}, {high:.3f}] n={fig['n']}"
 
-    def row(label: str, key: str, count: str | None = None) -> None:
-        cells = ""
-        for s in SPLITS:
-            m = report[s]
-            cell = _fmt(m[key]) + (f" (n={m[count]})" if count else "")
-            cells += f"{cell:>16}"
-        print(f"{label:<34}{cells}")
 
-    print(f"{'examples':<34}" + "".join(f"{report[s]['n']:>16}" for s in SPLITS))
-    row("recall, high", "high_recall", "n_high")
-    row("recall, elevated (flagged)", "elevated_recall", "n_elevated")
-    print(
-        f"{'elevated predicted high (count)':<34}"
-        + "".join(f"{report[s]['elevated_predicted_high']:>16}" for s in SPLITS)
-    )
-    row("exact level, risky", "risky_exact_level")
-    for cat in CATEGORIES:
-        cells = ""
-        for s in SPLITS:
-            c = report[s]["category_recall"][cat]
-            cell = f"{_fmt(c['recall'])} (n={c['n']})"
-            cells += f"{cell:>16}"
-        print(f"{'recall, ' + cat:<34}{cells}")
-    row("FPR, hard negatives", "hard_negative_fpr", "n_hard_negative")
-    row("FPR, safe", "safe_fpr", "n_safe")
-    for lang in ("en", "zh"):
-        for key, label, count in (
-            ("high_recall", "recall, high", "n_high"),
-            ("hard_negative_fpr", "FPR, hard negatives", "n_hard_negative"),
-        ):
-            cells = ""
-            for s in SPLITS:
-                b = report[s]["by_lang"][lang]
-                cell = f"{_fmt(b[key])} (n={b[count]})"
-                cells += f"{cell:>16}"
-            name = f"  [{lang}] {label}"
-            print(f"{name:<34}{cells}")
-    print()
+def print_set(name: str, report: dict[str, Any], targets: list[dict[str, Any]]) -> None:
+    verdict = {(t["scope"], t["figure"]): t for t in targets}
+    print(f"\n== {name}: {report['n']} items")
+    rows = [
+        ("high flagged (any level)", "high_flagged"),
+        ("high flagged as high", "high_as_high"),
+        ("elevated flagged", "elevated_flagged"),
+        ("elevated predicted high", "elevated_as_high"),
+        ("false positives, hard negatives", "hard_negative_fpr"),
+        ("false positives, all none", "none_fpr"),
+    ]
+    for scope, block in (("all", report), *((lang, report["by_language"][lang]) for lang in ("en", "zh"))):
+        print(f"  [{scope}]")
+        for label, key in rows:
+            t = verdict.get((scope, key))
+            mark = f"  {'PASS' if t['passed'] else 'FAIL'} (target {t['target']})" if t else ""
+            print(f"    {label:<34}{_fmt(block[key]):<36}{mark}")
+        for cat in CATEGORIES:
+            print(f"    {'recall, ' + cat:<34}{_fmt(block['category_recall'][cat])}")
+
+
+def print_latency(latency: dict[str, dict[str, Any]]) -> None:
+    print("\nlatency per screen() call (latest message, and the window when there is context):")
     for name, lat in latency.items():
-        print(f"latency per message, {name} ({lat['calls']} calls, mean {lat['mean_chars']:.0f} chars):")
-        for clock in ("cpu", "wall"):
-            p = lat[clock]
-            print(
-                f"  {clock:<4} p50 {p['p50_us']:8.1f} us   p99 {p['p99_us']:8.1f} us   max {p['max_us']:9.1f} us"
-                f"   mean {p['mean_us']:8.1f} us"
-            )
-    print()
-    for t in targets:
-        value = t["value"]
-        shown = "n/a" if value is None else (f"{value:.1f}" if "latency" in t["target"] else f"{value:.3f}")
-        print(f"{'PASS' if t['passed'] else 'FAIL'}  {t['target']:<48} {shown}")
+        wall, cpu = lat["wall"], lat["cpu"]
+        ok = "PASS" if wall["p99_us"] < TARGET_P99_WALL_US else "FAIL"
+        size = f"{lat['calls']:>6} calls, mean {lat['mean_chars']:>8.0f} chars"
+        wall_text = f"wall p50 {wall['p50_us']:7.1f} p99 {wall['p99_us']:7.1f} us"
+        cpu_text = f"cpu p50 {cpu['p50_us']:7.1f} p99 {cpu['p99_us']:7.1f} us"
+        print(f"  {name:<34} {size} | {wall_text} | {cpu_text}  {ok} (target wall p99 < {TARGET_P99_WALL_US:.0f} us)")
+
+
+def make_screen(config: BenchConfig) -> tuple[SafetyScreen, str | None]:
+    """The screen to measure and its artefact's sha256 (None for the lexical screen)."""
+    if config.screen == "lexical":
+        return LexicalSafetyScreen(), None
+    from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen
+
+    path = config.model or DEFAULT_MODEL_PATH
+    return LearnedSafetyScreen.load(path), _sha256(path)
 
 
 def main(config: BenchConfig) -> int:
-    """Run the benchmark; return the process exit status (1 when a target fails)."""
-    examples = load_labelled(config.data)
-    screen = LexicalSafetyScreen()
-    report = evaluate(screen, examples)
-    latency = {
-        "labelled messages": measure_latency(screen, [ex.text for ex in examples], config.rounds),
-        "~1000-char typical": measure_latency(screen, long_messages(examples, dense=False), config.rounds),
-        STRESS: measure_latency(screen, long_messages(examples, dense=True), config.rounds),
+    """Run the benchmark and write the results; returns 0 (targets are reported, not asserted)."""
+    started = provenance()
+    started["command"] = shlex.join(["python", *sys.argv])
+    screen, artefact_sha = make_screen(config)
+    sets: dict[str, Any] = {}
+    all_targets: list[dict[str, Any]] = []
+    latency_calls: dict[str, list[tuple[str, Sequence[str]]]] = {}
+    pooled: list[Example] = []
+    for name in config.sets:
+        path = set_path(name)
+        if not path.is_file():
+            print(f"\n== {name}: {path} not found, skipped")
+            sets[name] = {"file": str(path), "missing": True}
+            continue
+        examples = load_set(path)
+        report = evaluate(screen, examples, resamples=config.resamples, seed=config.seed)
+        targets = target_rows(name, report)
+        print_set(name, report, targets)
+        sets[name] = {"file": str(path), "sha256": _sha256(path), **report}
+        all_targets.extend(targets)
+        latency_calls[f"{name} items"] = [(ex.text, ex.context) for ex in examples]
+        pooled.extend(examples)
+        if config.errors == name:
+            for item in misclassified(screen, examples):
+                print(json.dumps(item, ensure_ascii=False), file=sys.stderr)
+    latency: dict[str, dict[str, Any]] = {}
+    for name, calls in latency_calls.items():
+        latency[name] = measure_latency(screen, calls, config.rounds)
+    if pooled:
+        typical = long_messages(pooled, dense=False, seed=config.seed + 7)
+        latency["~1000-char typical"] = measure_latency(screen, [(t, ()) for t in typical], config.rounds)
+    big = big_message()
+    latency["100 KB message"] = measure_latency(screen, [(big, ())] * 20, config.rounds)
+    print_latency(latency)
+    failed = [t for t in all_targets if not t["passed"]]
+    print(f"\ntargets: {len(all_targets) - len(failed)} of {len(all_targets)} met (reported, not asserted)")
+    result = {
+        **started,
+        "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "screen": config.screen,
+        "artefact_sha256": artefact_sha,
+        "resamples": config.resamples,
+        "seed": config.seed,
+        "sets": sets,
+        "latency": latency,
+        "latency_target_p99_wall_us": TARGET_P99_WALL_US,
+        "targets": all_targets,
     }
-    targets = check_targets(report, latency, config.clock)
-    if config.json:
-        print(
-            json.dumps(
-                {
-                    "accuracy": report,
-                    "latency": latency,
-                    "targets": targets,
-                    "config": {k: str(v) for k, v in asdict(config).items()},
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
-    else:
-        print_table(report, latency, targets)
-    if config.errors:
-        for item in misclassified(screen, examples, config.errors):
-            print(json.dumps(item, ensure_ascii=False), file=sys.stderr)
-    return 0 if all(t["passed"] for t in targets) else 1
+    if config.out is not None:
+        config.out.parent.mkdir(parents=True, exist_ok=True)
+        config.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {config.out}")
+    return 0
 
 
 if __name__ == "__main__":

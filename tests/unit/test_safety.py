@@ -1,4 +1,4 @@
-"""Crisis safety layer: screen levels, context rules, policy framing, YAML overrides, and the labelled benchmark."""
+"""Crisis safety: the lexical screen and its context rules, policy framing, YAML overrides, and the regression set."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from app.chat.safety import (
     SafetyPolicy,
     SafetyResult,
     SafetyScreen,
-    apply_policy,
     detect_language,
     normalize_text,
 )
@@ -253,7 +252,7 @@ def test_screening_logs_nothing(screen: LexicalSafetyScreen, caplog: pytest.LogC
 
 def _all_messages() -> list[str]:
     bench = _bench()
-    examples = bench.load_labelled()
+    examples = bench.load_set("regression")
     return [normalize_text(t) for t in [ex.text for ex in examples] + bench.long_messages(examples, count=40)]
 
 
@@ -279,7 +278,7 @@ def test_split_alternatives_respects_groups_and_classes() -> None:
 
 def test_long_messages_stay_well_under_a_millisecond(screen: LexicalSafetyScreen) -> None:
     """Median CPU time on ~1,000-character, risk-dense messages (a loose bound; the benchmark reports p99)."""
-    texts = _bench().long_messages(_bench().load_labelled(), count=60)
+    texts = _bench().long_messages(_bench().load_set("regression"), count=60)
     for text in texts:
         screen.screen(text)
     samples = []
@@ -294,9 +293,16 @@ def test_long_messages_stay_well_under_a_millisecond(screen: LexicalSafetyScreen
 # ------------------------------------------------------------------------------------------------------- policy
 
 
-def test_shipped_policy_frames_both_levels_by_default() -> None:
+def _framing(policy: SafetyPolicy | None = None) -> SafetyPolicy:
+    """The policy with both levels set to ``frame``, whatever the shipped defaults are."""
+    base = policy or SafetyPolicy.default()
+    return SafetyPolicy.model_validate({**base.model_dump(), "actions": {"elevated": "frame", "high": "frame"}})
+
+
+def test_shipped_policy_has_an_action_per_level() -> None:
     policy = SafetyPolicy.default()
-    assert policy.actions == {"elevated": "frame", "high": "frame"}
+    assert set(policy.actions) == {"elevated", "high"}
+    assert policy.actions["elevated"] == "frame"  # elevated keeps framing (issue 12); high's default is the policy's
     assert DEFAULT_POLICY_PATH.name == "safety_policy.yaml"
 
 
@@ -315,7 +321,7 @@ def test_shipped_policy_frames_both_levels_by_default() -> None:
 )
 def test_high_risk_is_framed_with_locale_resources(locale: str, must_contain: list[str], resolved: str) -> None:
     result = SafetyResult(level=HIGH, categories=("suicide",), language="en")
-    decision = apply_policy(result, "model reply", locale)
+    decision = _framing().decide(result, locale)
     assert decision.action == "frame" and not decision.replaces_reply
     assert decision.locale == resolved
     framed = decision.prefix + decision.suffix
@@ -323,40 +329,38 @@ def test_high_risk_is_framed_with_locale_resources(locale: str, must_contain: li
         assert piece in framed, (locale, piece)
     # high risk: the resources lead, so a streaming client sees them before the model's first token
     assert must_contain[0] in decision.prefix
-    assert decision.text == decision.leading + "model reply" + decision.trailing
-    assert decision.text.startswith(decision.prefix) and decision.text.endswith(decision.suffix)
+    assert decision.leading == decision.prefix + "\n\n" and decision.trailing == "\n\n" + decision.suffix
 
 
 def test_language_is_detected_from_the_message_when_no_locale_is_given(screen: LexicalSafetyScreen) -> None:
-    decision = apply_policy(screen.screen("我真的不想活了"), "回复")
+    decision = _framing().decide(screen.screen("我真的不想活了"))
     assert decision.locale == "zh-CN"
     assert "希望24热线" in decision.prefix and "请立即拨打" in decision.prefix
-    english = apply_policy(screen.screen("I don't want to live anymore"), "reply")
+    english = _framing().decide(screen.screen("I don't want to live anymore"))
     assert english.locale == "en" and "findahelpline.com" in english.prefix
 
 
 def test_elevated_risk_adds_a_gentle_trailing_note_only() -> None:
-    decision = apply_policy(SafetyResult(level=ELEVATED, categories=("suicide",), language="en"), None, "en-GB")
+    decision = _framing().decide(SafetyResult(level=ELEVATED, categories=("suicide",), language="en"), "en-GB")
     assert decision.leading == ""  # nothing before the reply
     assert "Samaritans" in decision.trailing and decision.trailing.startswith("\n\n")
-    assert decision.text is None  # streaming: no reply text yet
-    assert decision.render("reply") == "reply\n\n" + decision.suffix
+    assert decision.trailing == "\n\n" + decision.suffix
 
 
 def test_abuse_gets_the_abuse_line_first() -> None:
-    us = apply_policy(SafetyResult(level=HIGH, categories=("abuse",)), "r", "en-US")
+    policy = _framing()
+    us = policy.decide(SafetyResult(level=HIGH, categories=("abuse",)), "en-US")
     assert us.prefix.index("1-800-799-7233") < us.prefix.index("988")
-    cn = apply_policy(SafetyResult(level=HIGH, categories=("abuse",)), "r", "zh-CN")
+    cn = policy.decide(SafetyResult(level=HIGH, categories=("abuse",)), "zh-CN")
     assert "12338" in cn.prefix
-    suicide_only = apply_policy(SafetyResult(level=HIGH, categories=("suicide",)), "r", "en-US")
+    suicide_only = policy.decide(SafetyResult(level=HIGH, categories=("suicide",)), "en-US")
     assert "1-800-799-7233" not in suicide_only.prefix
 
 
 def test_no_risk_leaves_the_reply_untouched() -> None:
-    decision = apply_policy(SafetyResult(), "just the reply", "en-US")
-    assert decision.action == "none"
+    decision = SafetyPolicy.default().decide(SafetyResult(), "en-US")
+    assert decision.action == "none" and not decision.replaces_reply
     assert decision.leading == decision.trailing == ""
-    assert decision.text == "just the reply"
     assert decision.to_dict() == {"level": "none", "categories": [], "action": "none"}
 
 
@@ -380,14 +384,14 @@ def _policy_with(tmp_path: Path, extra: str) -> Path:
 
 def test_yaml_override_can_replace_high_risk_replies(tmp_path: Path) -> None:
     policy = SafetyPolicy.from_yaml(_policy_with(tmp_path, _OVERRIDE))
-    high = apply_policy(SafetyResult(level=HIGH, categories=("suicide",)), "model reply", "en-US", policy=policy)
+    high = policy.decide(SafetyResult(level=HIGH, categories=("suicide",)), "en-US")
     assert high.action == "replace" and high.replaces_reply
     assert "988" in high.leading and high.trailing == ""
-    assert high.text == high.replacement and "model reply" not in (high.text or "")
-    zh = apply_policy(SafetyResult(level=HIGH, categories=("suicide",)), None, "zh-CN", policy=policy)
+    assert high.leading == high.replacement
+    zh = policy.decide(SafetyResult(level=HIGH, categories=("suicide",)), "zh-CN")
     assert "010-82951332" in zh.leading
-    elevated = apply_policy(SafetyResult(level=ELEVATED, categories=("suicide",)), "reply", "en-US", policy=policy)
-    assert elevated.action == "none" and elevated.text == "reply"
+    elevated = policy.decide(SafetyResult(level=ELEVATED, categories=("suicide",)), "en-US")
+    assert elevated.action == "none" and elevated.leading == elevated.trailing == ""
     assert high.to_dict() == {"level": "high", "categories": ["suicide"], "action": "replace"}
 
 
@@ -417,30 +421,58 @@ def test_bad_templates_and_missing_files_are_rejected(tmp_path: Path) -> None:
         SafetyPolicy.from_yaml(tmp_path / "missing.yaml")
 
 
-# --------------------------------------------------------------------------------------------- labelled benchmark
+# ---------------------------------------------------------------------------------------------- regression set
+#
+# benchmarks/safety/regression.jsonl was written together with the lexical rules, so it is no measure of either
+# screen on new messages (the held-out dev and test sets are; see benchmarks/safety_bench.py). It guards behaviour:
+# the default (learned) screen must keep what it achieves on it today, less a small margin. The classifier is never
+# trained on this set.
 
 
-def test_labelled_set_has_the_promised_shape() -> None:
-    examples = _bench().load_labelled()
+def test_regression_set_has_the_promised_shape() -> None:
+    examples = _bench().load_set("regression")
     assert len(examples) >= 300
-    assert sum(ex.kind == "hard_negative" for ex in examples) >= 100
-    test_share = sum(ex.split == "test" for ex in examples) / len(examples)
-    assert 0.25 <= test_share <= 0.35
+    assert sum(ex.hard_negative for ex in examples) >= 100
     for lang in ("en", "zh"):
         for category in ("suicide", "self_harm", "harm_to_others", "abuse"):
-            assert any(ex.lang == lang and category in ex.categories for ex in examples), (lang, category)
-        assert any(ex.lang == lang and ex.kind == "safe" for ex in examples)
+            assert any(ex.language == lang and category in ex.categories for ex in examples), (lang, category)
+        assert any(ex.language == lang and ex.group == "safe" for ex in examples)
     assert len({ex.text for ex in examples}) == len(examples)
 
 
-def test_benchmark_targets_hold_on_every_split() -> None:
-    """The same evaluation `python benchmarks/safety_bench.py` prints, held to its targets (train, test, all)."""
+def test_default_screen_holds_its_regression_level() -> None:
+    """The learned screen on the regression set, as `python benchmarks/safety_bench.py --sets regression` prints it.
+
+    Floors are the values the shipped artefact measured (in the comments), less about 0.03 (ceilings: plus about
+    0.03). A change that moves one past its bound needs a look; a retrained artefact needs new measured values.
+    """
+    from app.chat.safety.classifier import LearnedSafetyScreen
+
     bench = _bench()
-    report = bench.evaluate(LexicalSafetyScreen(), bench.load_labelled())
-    for split in ("train", "test", "all"):
-        metrics = report[split]
-        assert metrics["high_recall"] >= bench.TARGET_HIGH_RECALL, (split, metrics["high_recall"])
-        assert metrics["hard_negative_fpr"] <= bench.TARGET_HARD_NEGATIVE_FPR, (split, metrics["hard_negative_fpr"])
-        assert metrics["safe_fpr"] <= bench.TARGET_HARD_NEGATIVE_FPR, (split, metrics["safe_fpr"])
-        for category, recall in metrics["category_recall"].items():
-            assert recall["recall"] >= 0.9, (split, category, recall)
+    report = bench.evaluate(LearnedSafetyScreen.load(), bench.load_set("regression"), resamples=10)
+    value = {key: report[key]["value"] for key in (*REGRESSION_FLOORS, *REGRESSION_CEILINGS)}
+    recall = {category: figure["value"] for category, figure in report["category_recall"].items()}
+    print("regression set, learned screen:", value, recall)
+    for key, floor in REGRESSION_FLOORS.items():
+        assert value[key] >= floor, (key, value[key], floor)
+    for key, ceiling in REGRESSION_CEILINGS.items():
+        assert value[key] <= ceiling, (key, value[key], ceiling)
+    for category, floor in REGRESSION_CATEGORY_FLOORS.items():
+        assert recall[category] >= floor, (category, recall[category], floor)
+
+
+REGRESSION_FLOORS = {
+    "high_flagged": 0.91,  # measured 0.943 (100/106)
+    "high_as_high": 0.86,  # measured 0.896 (95/106)
+    "elevated_flagged": 0.78,  # measured 0.814 (57/70); 0.900 before the ordinary-chat retrain
+}
+REGRESSION_CEILINGS = {
+    "hard_negative_fpr": 0.11,  # measured 0.083 (12/145)
+    "none_fpr": 0.09,  # measured 0.065 (14/216)
+}
+REGRESSION_CATEGORY_FLOORS = {
+    "suicide": 0.88,  # measured 0.911 (n=90); 0.956 before the ordinary-chat retrain
+    "self_harm": 0.81,  # measured 0.852 (n=27)
+    "harm_to_others": 0.81,  # measured 0.864 (n=22)
+    "abuse": 0.86,  # measured 0.895 (n=38)
+}

@@ -4,15 +4,17 @@ Two parts, used by the chat service for every user turn:
 
 * :class:`SafetyScreen` (a protocol) turns a message into a :class:`SafetyResult`: a :class:`RiskLevel`
   (``none`` | ``elevated`` | ``high``) and the categories seen (``suicide``, ``self_harm``,
-  ``harm_to_others``, ``abuse``). :class:`LexicalSafetyScreen` is the default implementation: precompiled
-  English and Simplified-Chinese patterns with rules for negation, third person, fiction/news, hypotheticals,
-  past tense and idioms. It takes well under a millisecond per message.
+  ``harm_to_others``, ``abuse``). :class:`LearnedSafetyScreen` (``classifier.py``) is the default: a
+  classifier over character and word n-grams, trained by ``training/safety_classifier.py`` and shipped in
+  ``model/`` with its data card. :class:`LexicalSafetyScreen` is the alternative: precompiled English and
+  Simplified-Chinese patterns with rules for negation, third person, fiction/news, hypotheticals, past tense and
+  idioms. Both take well under two milliseconds per message.
 * :class:`SafetyPolicy` (loaded from ``safety_policy.yaml`` in this package, or any YAML with the same shape)
   maps a result to a :class:`SafetyDecision`: leave the reply alone, frame it with a short warm message and
   locale-specific crisis resources, or replace it. The decision is split into a leading piece and a trailing
   piece so a streaming server can send the leading piece before the model's first token.
 
-Levels, as used here and in ``benchmarks/safety/labelled.jsonl``:
+Levels, as used here and in ``benchmarks/safety/*.jsonl``:
 
 * ``high``: the user says, in the first person and about now or the future, that they want, intend or plan to
   die, hurt themselves or hurt someone, has the means ready, is doing it, or is being abused or threatened now.
@@ -21,7 +23,7 @@ Levels, as used here and in ``benchmarks/safety/labelled.jsonl``:
 * ``none``: everything else, including idioms ("this exam is killing me", "累死了"), negations ("I would never
   kill myself", "我不会自杀"), fiction and news, and past episodes the user says are behind them.
 
-Limits, stated plainly: this is a lexical first line of defence, not a clinical assessment. It matches words
+Limits of the lexical screen, stated plainly: it is a first line of defence, not a clinical assessment. It matches words
 and short phrases; it does not understand meaning. It misses sarcasm and irony, coded or emerging slang
 (beyond a few entries such as "unalive" and "kms"), euphemisms it has no pattern for, misspellings and
 creative spellings beyond those in its patterns, risk spread across several turns (it sees one message at a

@@ -31,7 +31,10 @@ def screen_conversation(
     text = "\n".join(m.content for m in new if m.role == "user" and m.content)
     if not text:
         return None, hold
-    context = [m.content for m in earlier if m.role == "user" and m.content][-CONTEXT_MESSAGES:]
+    # A message already judged high is left out of the context: it was answered with the vetted message, and the
+    # hold below keeps the resources up, so it must not make every calmer message after it high again (and replace
+    # each reply with the same vetted text).
+    context = [m.content for m in earlier if m.role == "user" and m.content and not _was_high(m)][-CONTEXT_MESSAGES:]
     result = screen.screen(text, context)
     if result.level is RiskLevel.HIGH:
         return result, HIGH_RISK_HOLD_TURNS
@@ -40,9 +43,13 @@ def screen_conversation(
     return result, max(0, hold - 1)
 
 
+def _was_high(message: Message) -> bool:
+    return message.safety is not None and message.safety.get("level") == "high"
+
+
 def _held_categories(earlier: Sequence[Message]) -> tuple[str, ...]:
     """Categories of the latest high-risk user message (what the held resources are about)."""
     for message in reversed(earlier):
-        if message.role == "user" and message.safety and message.safety.get("level") == "high":
+        if message.role == "user" and message.safety is not None and _was_high(message):
             return tuple(message.safety.get("categories", ()))
     return ()

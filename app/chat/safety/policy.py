@@ -70,7 +70,7 @@ LevelName = Literal["elevated", "high"]
 
 
 def _default_actions() -> dict[LevelName, PolicyAction]:
-    return {"elevated": "frame", "high": "frame"}
+    return {"elevated": "frame", "high": "replace"}
 
 
 class SafetyPolicy(BaseModel):
@@ -161,6 +161,12 @@ class SafetyPolicy(BaseModel):
         if lang in self.locales:
             return lang, message_lang
         return self.default_language, message_lang
+
+    def with_high_action(self, action: PolicyAction | None) -> SafetyPolicy:
+        """This policy with the high-risk action overridden (a model manifest's ``safety_high_action``)."""
+        if action is None or action == self.actions.get("high"):
+            return self
+        return SafetyPolicy.model_validate({**self.model_dump(), "actions": {**self.actions, "high": action}})
 
     def decide(self, result: SafetyResult, locale: str | None = None) -> SafetyDecision:
         """How to deliver the reply to a message screened as ``result``: leave it, frame it, or replace it.

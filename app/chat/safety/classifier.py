@@ -1,0 +1,262 @@
+"""The learned risk screen, :class:`LearnedSafetyScreen`: linear models over character and word n-grams.
+
+The artefact ``model/risk_classifier.joblib`` (built by ``python -m training.safety_classifier``; see
+``model/DATA_CARD.md`` for the data, the procedure and the cross-validated numbers) holds:
+
+* a fitted :class:`~app.chat.safety.features.Featurizer` vocabulary (TF-IDF over character 1-4-grams and word
+  1-2-grams, English and Chinese alike), as 64-bit hashes of the n-grams, never their text;
+* a multinomial logistic regression for the level (none / elevated / high) and one binary logistic regression per
+  category (suicide, self_harm, harm_to_others, abuse), trained on risky messages;
+* decision thresholds chosen by cross-validation, biased toward recall on ``high``: the level is ``high`` when
+  P(high) >= ``high``, else ``elevated`` when P(elevated) + P(high) >= ``flag``, else ``none``; the categories are
+  those whose probability passes their threshold, or the most probable one when none does.
+
+:meth:`LearnedSafetyScreen.screen` judges the latest message alone and the window of recent context plus the latest
+message (newest last, the last :data:`~app.chat.safety.features.MAX_CHARS` characters), and returns the higher
+verdict, so risk spread over several messages is seen and risk in the latest message is never diluted by a long
+context. A message longer than :data:`~app.chat.safety.features.CHUNK_CHARS` is also judged in sentence-aligned
+pieces of about that size, so one risky sentence at the end of a long narrative is not diluted either. Only the
+last few thousand characters of anything are read: a 100 KB message costs what a 3,000-character one does (about a
+millisecond on one core).
+
+The model is loaded once, at start-up, by :meth:`LearnedSafetyScreen.load`; a missing file or one made by an
+incompatible scikit-learn fails there with :class:`SafetyModelError` naming the file. Scoring is a sparse dot product
+in numpy (scikit-learn is needed only to read the artefact). Nothing here logs or keeps message text.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.chat.safety.features import (
+    CHUNK_CHARS,
+    MAX_CHARS,
+    Featurizer,
+    join_window,
+    piece_starts,
+    piece_weights,
+    prepare,
+)
+from app.chat.safety.text import detect_language
+from app.chat.safety.types import CATEGORIES, RiskLevel, SafetyResult
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "model" / "risk_classifier.joblib"
+ARTEFACT_FORMAT = "sweetiechat-risk-classifier/2"
+"""Format 2: word n-grams are kept as hashes, like character n-grams (format 1 kept them as strings)."""
+LEVELS: tuple[RiskLevel, ...] = (RiskLevel.NONE, RiskLevel.ELEVATED, RiskLevel.HIGH)
+_RETRAIN = "rebuild it with `python -m training.safety_classifier`"
+
+
+class SafetyModelError(RuntimeError):
+    """The risk classifier artefact is missing, unreadable or incompatible; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds (probabilities) chosen by cross-validation."""
+
+    high: float
+    flag: float
+    categories: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"high": self.high, "flag": self.flag, "categories": dict(zip(CATEGORIES, self.categories, strict=True))}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Thresholds:
+        cats = raw["categories"]
+        return cls(float(raw["high"]), float(raw["flag"]), tuple(float(cats[c]) for c in CATEGORIES))
+
+
+def decide(
+    level_probs: npt.NDArray[np.floating[Any]], category_probs: npt.NDArray[np.floating[Any]], thresholds: Thresholds
+) -> tuple[RiskLevel, tuple[str, ...]]:
+    """Level and categories from the model's probabilities (P(none, elevated, high) and P(category) each)."""
+    if level_probs[2] >= thresholds.high:
+        level = RiskLevel.HIGH
+    elif level_probs[1] + level_probs[2] >= thresholds.flag:
+        level = RiskLevel.ELEVATED
+    else:
+        return RiskLevel.NONE, ()
+    categories = tuple(c for c, p, t in zip(CATEGORIES, category_probs, thresholds.categories, strict=True) if p >= t)
+    if not categories:
+        categories = (CATEGORIES[int(np.argmax(category_probs))],)
+    return level, categories
+
+
+def higher(a: SafetyResult, b: SafetyResult) -> SafetyResult:
+    """The higher of two verdicts on the same message; on a tie above ``none``, the union of their categories."""
+    if a.level.rank != b.level.rank:
+        return a if a.level.rank > b.level.rank else b
+    if a.level is RiskLevel.NONE or a.categories == b.categories:
+        return a
+    merged = tuple(c for c in CATEGORIES if c in a.categories or c in b.categories)
+    return SafetyResult(level=a.level, categories=merged, language=a.language)
+
+
+class RiskModel:
+    """Featurizer + weights + thresholds: text in, probabilities out. Stateless after construction."""
+
+    def __init__(
+        self,
+        featurizer: Featurizer,
+        weights: npt.NDArray[np.float32],
+        bias: npt.NDArray[np.float32],
+        thresholds: Thresholds,
+        max_chars: int = MAX_CHARS,
+    ) -> None:
+        if weights.shape != (featurizer.n_features, len(LEVELS) + len(CATEGORIES)):
+            raise ValueError(f"weights have shape {weights.shape}, expected ({featurizer.n_features}, 7)")
+        self.featurizer = featurizer
+        self.weights = np.ascontiguousarray(weights, dtype=np.float32)
+        self.bias = np.asarray(bias, dtype=np.float32)
+        self.thresholds = thresholds
+        self.max_chars = max_chars
+
+    def probabilities(self, text: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(P(none), P(elevated), P(high)) and P(category) for the last ``max_chars`` characters of ``text``."""
+        indices, values = self.featurizer.transform(prepare(text, self.max_chars))
+        logits = (values @ self.weights[indices] if indices.size else np.zeros(7, np.float32)) + self.bias
+        logits = logits.astype(np.float64)
+        level = logits[:3] - logits[:3].max()
+        level_probs = np.exp(level) / np.exp(level).sum()
+        category_probs = 1.0 / (1.0 + np.exp(-logits[3:]))
+        return level_probs, category_probs
+
+    def long_text_probabilities(self, text: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Level (k + 1, 3) and category (k + 1, 4) probabilities of a long text: row 0 for the whole text (its last
+        ``max_chars`` characters), rows 1.. for its k pieces (see ``piece_starts``), from one pass over the text."""
+        norm = prepare(text, self.max_chars)
+        starts = piece_starts(norm)
+        k = len(starts)
+        logits = np.tile(self.bias.astype(np.float64), (k + 1, 1))
+        for piece, indices, counts in self.featurizer.piece_counts(norm, starts):
+            if not indices.size:
+                continue
+            idf = self.featurizer.idf(indices)
+            per_piece = piece_weights(counts, idf, piece, k)
+            whole_idx, whole_inverse = np.unique(indices, return_inverse=True)
+            whole_counts = np.bincount(whole_inverse, weights=counts).astype(np.int64)
+            whole = piece_weights(whole_counts, self.featurizer.idf(whole_idx), np.zeros(whole_idx.size, np.int64), 1)
+            rows = np.concatenate([np.zeros(whole_idx.size, np.int64), piece + 1])  # sorted: whole, then pieces
+            contributions = (
+                np.concatenate([whole, per_piece])[:, None] * self.weights[np.concatenate([whole_idx, indices])]
+            )
+            present, first = np.unique(rows, return_index=True)
+            logits[present] += np.add.reduceat(contributions, first, axis=0)
+        level = logits[:, :3] - logits[:, :3].max(axis=1, keepdims=True)
+        level_probs = np.exp(level) / np.exp(level).sum(axis=1, keepdims=True)
+        return level_probs, 1.0 / (1.0 + np.exp(-logits[:, 3:]))
+
+    def verdict(self, text: str, language: str) -> SafetyResult:
+        level, categories = decide(*self.probabilities(text), self.thresholds)
+        return SafetyResult(level=level, categories=categories, language=language)
+
+    @classmethod
+    def from_artefact(cls, data: dict[str, Any]) -> RiskModel:
+        """Build from the artefact's dict (the fitted scikit-learn models supply the weights)."""
+        level_model = data["level_model"]
+        if [int(c) for c in level_model.classes_] != list(range(len(LEVELS))):  # level indices: none, elevated, high
+            raise ValueError(f"level model classes {list(level_model.classes_)} are not 0, 1, 2 (none/elevated/high)")
+        category_models = data["category_models"]
+        if len(category_models) != len(CATEGORIES):
+            raise ValueError(f"expected {len(CATEGORIES)} category models, got {len(category_models)}")
+        columns = [np.asarray(level_model.coef_, dtype=np.float64).T]
+        bias = [np.asarray(level_model.intercept_, dtype=np.float64)]
+        for model in category_models:
+            columns.append(np.asarray(model.coef_, dtype=np.float64).reshape(1, -1).T)
+            bias.append(np.asarray(model.intercept_, dtype=np.float64).reshape(1))
+        return cls(
+            Featurizer.from_state(data["featurizer"]),
+            np.hstack(columns).astype(np.float32),
+            np.concatenate(bias).astype(np.float32),
+            Thresholds.from_dict(data["thresholds"]),
+            int(data.get("max_chars", MAX_CHARS)),
+        )
+
+
+class LearnedSafetyScreen:
+    """Default :class:`~app.chat.safety.types.SafetyScreen`: the learned risk classifier.
+
+    Create it with :meth:`load` (reads the artefact once); then :meth:`screen` is thread-safe and never logs or
+    keeps text.
+    """
+
+    def __init__(self, model: RiskModel, metadata: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.metadata = dict(metadata or {})
+        """Provenance from the artefact (corpus sha256, CV metrics, versions); holds no message text."""
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> LearnedSafetyScreen:
+        """Read the artefact (default: the one shipped in ``app/chat/safety/model/``); :class:`SafetyModelError`
+        naming the file when it is missing, unreadable, of another format, or made by an incompatible
+        scikit-learn (another major version, or one this scikit-learn cannot unpickle)."""
+        path = Path(path) if path is not None else DEFAULT_MODEL_PATH
+        if not path.is_file():
+            raise SafetyModelError(f"{path}: risk classifier artefact not found; {_RETRAIN}")
+        data = _read(path)
+        try:
+            model = RiskModel.from_artefact(data)
+        except (KeyError, AttributeError, TypeError, ValueError) as exc:
+            raise SafetyModelError(f"{path}: not a usable risk classifier artefact ({exc}); {_RETRAIN}") from None
+        return cls(model, data.get("metadata"))
+
+    def screen(self, text: str, context: Sequence[str] = ()) -> SafetyResult:
+        """Screen the latest user message, alone and together with the recent context (oldest first).
+
+        Returns the higher of the two verdicts. ``language`` is detected from the latest message's script.
+        """
+        latest = text[-2 * self.model.max_chars :]
+        language = detect_language(latest)
+        if not latest.strip():
+            return SafetyResult(language=language)
+        if len(latest) <= CHUNK_CHARS:
+            result = self.model.verdict(latest, language)
+        else:  # a long message: judged whole and piece by piece, so one risky sentence is not diluted
+            level_probs, category_probs = self.model.long_text_probabilities(latest)
+            result = SafetyResult(language=language)
+            for i in range(level_probs.shape[0]):
+                level, categories = decide(level_probs[i], category_probs[i], self.model.thresholds)
+                result = higher(result, SafetyResult(level=level, categories=categories, language=language))
+        if context and len(latest) < self.model.max_chars:
+            window = join_window(context, latest, self.model.max_chars)
+            result = higher(result, self.model.verdict(window, language))
+        return result
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """Unpickle the artefact; any version or format problem becomes a :class:`SafetyModelError` naming ``path``."""
+    try:
+        import joblib
+        import sklearn
+        from sklearn.exceptions import InconsistentVersionWarning
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise SafetyModelError(
+            f"{path}: scikit-learn and joblib are needed to read the risk classifier ({exc})"
+        ) from None
+    installed = str(sklearn.__version__)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InconsistentVersionWarning)  # judged below, by major version
+        try:
+            data = joblib.load(path)
+        except Exception as exc:
+            raise SafetyModelError(
+                f"{path}: cannot be read with scikit-learn {installed} ({type(exc).__name__}: {exc}); {_RETRAIN}"
+            ) from None
+    if not isinstance(data, dict) or data.get("format") != ARTEFACT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise SafetyModelError(f"{path}: format {found!r}, expected {ARTEFACT_FORMAT!r}; {_RETRAIN}")
+    made_by = str(data.get("sklearn_version", "unknown"))
+    if made_by.split(".")[0] != installed.split(".")[0]:
+        raise SafetyModelError(
+            f"{path}: made by scikit-learn {made_by}, incompatible with the installed {installed}; {_RETRAIN}"
+        )
+    return data

@@ -1,0 +1,333 @@
+"""Text features for the learned risk screen: TF-IDF over character 1-4-grams and word 1-2-grams.
+
+Shared by the runtime (:mod:`app.chat.safety.classifier`) and the training script (``training/safety_classifier.py``),
+so both see exactly the same features. Character n-grams work for Chinese (no word segmentation needed) and for
+slang, typos and emoji; word n-grams add the English phrase level.
+
+Character and word n-grams alike are identified by a 64-bit polynomial hash of their code points, computed with
+numpy over the whole text at once (word n-grams from prefix hashes of the text, so no n-gram is built as a Python
+string); each vocabulary is the sorted array of the hashes seen at least ``min_df`` times in training, so a lookup
+is one ``searchsorted``. (Two different n-grams share a hash with probability about 2^-64 per pair.) This keeps a
+3,000-character window at a few hundred microseconds, and the artefact holds hashes and weights only, never an
+n-gram's text. Weights are scikit-learn's ``TfidfVectorizer(sublinear_tf=True)`` scheme: ``(1 + ln tf) * idf``
+with ``idf = ln((1 + n) / (1 + df)) + 1``, L2-normalised per block (character, word), blocks side by side.
+
+Nothing here logs or keeps text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.chat.safety.text import normalize_text
+
+MAX_CHARS = 3000
+"""Only the last this-many characters of a message, or of a window of messages, are screened."""
+CHUNK_CHARS = 200
+"""A message longer than this is also screened in pieces of about this size (see :func:`piece_starts`)."""
+CHAR_NGRAMS = (1, 4)
+WORD_NGRAMS = (1, 2)
+
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+_ONE = np.uint64(1)
+_MULT_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 2**64))
+_SALTS = tuple(np.uint64((0x5BD1E995 * (n + 1) + 0x27D4EB2F165667C5 * n) % 2**64) for n in range(9))
+_WORD_SALTS = (np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+_PAIR = np.uint64(0xFF51AFD7ED558CCD)
+_SENTENCE_END = re.compile(r"[.!?;。！？；…]+\s*")
+
+FloatArray = npt.NDArray[np.float32]
+IndexArray = npt.NDArray[np.int64]
+HashArray = npt.NDArray[np.uint64]
+Counts = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+"""(piece, feature index, count) triples."""
+
+
+def prepare(text: str, max_chars: int = MAX_CHARS) -> str:
+    """The normalised last ``max_chars`` characters of ``text`` (cut before normalising, so 100 KB stays cheap)."""
+    if len(text) > 2 * max_chars:
+        text = text[-2 * max_chars :]
+    return normalize_text(text)[-max_chars:]
+
+
+def join_window(context: Sequence[str], text: str, max_chars: int = MAX_CHARS) -> str:
+    """The recent context messages and the latest one, oldest first and newest last, about ``max_chars`` long.
+
+    Stops adding older messages once the window is long enough; :func:`prepare` then keeps the exact tail.
+    """
+    parts = [text]
+    total = len(text)
+    for message in reversed(context):
+        if total >= max_chars:
+            break
+        parts.append(message)
+        total += len(message) + 1
+    return " ".join(reversed(parts))
+
+
+def piece_starts(norm: str, size: int = CHUNK_CHARS) -> list[int]:
+    """Where the pieces of a prepared text start: consecutive pieces of at most about ``size`` characters, cut
+    after sentence ends where possible (piece ``i`` is ``norm[starts[i]:starts[i + 1]]``).
+
+    A long message is mostly narrative; TF-IDF over all of it dilutes one risky sentence, so the screen also judges
+    pieces of about the length of the messages it was trained on.
+    """
+    starts = [0]
+    last_end = 0  # the most recent sentence end inside the current piece
+    for match in _SENTENCE_END.finditer(norm):
+        end = match.end()
+        if end - starts[-1] > size:
+            cut = last_end if last_end > starts[-1] else starts[-1] + size
+            while end - cut > size:  # a long stretch without a sentence end: cut it
+                starts.append(cut)
+                cut += size
+            starts.append(cut)
+        last_end = end
+    while len(norm) - starts[-1] > size:
+        cut = last_end if last_end > starts[-1] else starts[-1] + size
+        starts.append(cut)
+    return [start for i, start in enumerate(starts) if start < len(norm) and (i == 0 or start > starts[i - 1])]
+
+
+def char_ngram_hashes(norm: str, ngrams: tuple[int, int] = CHAR_NGRAMS) -> HashArray:
+    """The hash of every character n-gram of ``" " + norm + " "`` (n in ``ngrams``, inclusive), one per position."""
+    codes = np.frombuffer(f" {norm} ".encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    low, high = ngrams
+    out = []
+    rolling = codes + _ONE
+    for n in range(1, high + 1):
+        if n > 1:
+            rolling = rolling[:-1] * _MULT + codes[n - 1 :] + _ONE
+        if n >= low and rolling.size:
+            out.append((rolling + _SALTS[n]) * _MULT)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.uint64)
+
+
+def word_spans(norm: str) -> tuple[IndexArray, IndexArray]:
+    """(starts, ends) of the Latin-script word tokens of a normalised text: runs of ``[a-z0-9]``, with an apostrophe
+    inside a word when a letter follows it (``don't``, ``i'm``). Found with numpy, not a regex, for speed."""
+    codes = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32)
+    if not codes.size:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    letter = (codes >= 97) & (codes <= 122)
+    word = letter | ((codes >= 48) & (codes <= 57))
+    inner = np.zeros_like(word)
+    inner[1:-1] = (codes[1:-1] == 39) & word[:-2] & letter[2:]
+    word |= inner
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], word, [False])).astype(np.int8)))
+    return edges[0::2].astype(np.int64), edges[1::2].astype(np.int64)
+
+
+def word_ngrams(norm: str, ngrams: tuple[int, int] = WORD_NGRAMS) -> list[str]:
+    """Word n-grams (``"want"``, ``"want to"``) of a normalised text, as strings, for reading and tests: the
+    features are their hashes (:func:`word_ngram_hashes`), in the same order."""
+    starts, ends = word_spans(norm)
+    tokens = [norm[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    low, high = ngrams
+    out: list[str] = []
+    for n in range(low, high + 1):
+        if n == 1:
+            out.extend(tokens)
+        else:
+            out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return out
+
+
+def _token_hashes(norm: str) -> tuple[HashArray, IndexArray]:
+    """(hash, start) of every word token (:func:`word_spans`) of ``norm``, from prefix hashes of its code points.
+
+    The hash of ``norm[a:b]`` is ``sum(c[j] * M^(b-1-j))`` (mod 2^64), computed as ``M^(b-1) * (S[b] - S[a])`` with
+    ``S[i] = sum(c[j] * M^-j for j < i)``: a few cumulative numpy passes over the text, nothing per token.
+    """
+    starts, ends = word_spans(norm)
+    if not starts.size:
+        return np.zeros(0, dtype=np.uint64), starts
+    end = int(ends[-1])
+    codes = np.frombuffer(norm[:end].encode("utf-32-le"), dtype=np.uint32).astype(np.uint64) + _ONE
+    powers = np.full(end, _MULT, dtype=np.uint64)
+    powers[0] = _ONE
+    powers = np.cumprod(powers, dtype=np.uint64)  # M^j
+    inverse = np.full(end, _MULT_INV, dtype=np.uint64)
+    inverse[0] = _ONE
+    prefix = np.zeros(end + 1, dtype=np.uint64)
+    prefix[1:] = np.cumsum(codes * np.cumprod(inverse, dtype=np.uint64), dtype=np.uint64)
+    hashes = powers[ends - 1] * (prefix[ends] - prefix[starts])
+    return hashes, starts
+
+
+def word_ngram_hashes(norm: str, ngrams: tuple[int, int] = WORD_NGRAMS) -> tuple[HashArray, IndexArray]:
+    """(hash, start of the first word) of every word n-gram of a normalised text; same words, same hash as the
+    n-grams :func:`word_ngrams` lists (``n`` in ``ngrams``, at most 2)."""
+    tokens, starts = _token_hashes(norm)
+    low, high = ngrams
+    if high > 2:
+        raise ValueError("word n-grams of more than two words are not supported")
+    out, where = [], []
+    if low <= 1 and tokens.size:
+        out.append((tokens + _WORD_SALTS[0]) * _MULT)
+        where.append(starts)
+    if high >= 2 and tokens.size > 1:
+        out.append((tokens[:-1] * _PAIR + tokens[1:] + _WORD_SALTS[1]) * _MULT)
+        where.append(starts[:-1])
+    if not out:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(out), np.concatenate(where)
+
+
+def _lookup(keys: HashArray, hashes: HashArray) -> tuple[npt.NDArray[np.bool_], IndexArray]:
+    """For each hash: whether it is in the sorted ``keys``, and its position there (meaningless where not)."""
+    if not keys.size:
+        return np.zeros(hashes.size, dtype=bool), np.zeros(hashes.size, dtype=np.int64)
+    pos = np.searchsorted(keys, hashes)
+    pos[pos >= keys.size] = 0
+    return keys[pos] == hashes, pos.astype(np.int64)
+
+
+def _weights(counts: npt.NDArray[Any], idf: FloatArray) -> FloatArray:
+    values: FloatArray = ((1.0 + np.log(counts.astype(np.float32))) * idf).astype(np.float32)
+    norm = float(np.sqrt(np.dot(values, values)))
+    return values / norm if norm > 0 else values
+
+
+def piece_weights(counts: npt.NDArray[Any], idf: FloatArray, owner: IndexArray, pieces: int) -> FloatArray:
+    """TF-IDF values for many pieces at once, L2-normalised within each piece (``owner``), as :meth:`Featurizer.
+    transform` weighs one text."""
+    values: FloatArray = ((1.0 + np.log(counts.astype(np.float32))) * idf).astype(np.float32)
+    norms = np.sqrt(np.bincount(owner, weights=values * values, minlength=pieces)).astype(np.float32)
+    norms[norms == 0] = 1.0
+    return values / norms[owner]
+
+
+@dataclass(frozen=True)
+class Featurizer:
+    """A fitted vocabulary: maps a normalised text to the indices and TF-IDF values of its known features.
+
+    Feature ``i < len(char_keys)`` is the character n-gram whose hash is ``char_keys[i]``; the word n-gram whose hash
+    is ``word_keys[j]`` is feature ``len(char_keys) + j``. Only hashes are kept, never an n-gram's text.
+    """
+
+    char_keys: HashArray
+    char_idf: FloatArray
+    word_keys: HashArray
+    word_idf: FloatArray
+    char_ngrams: tuple[int, int] = CHAR_NGRAMS
+    word_ngrams: tuple[int, int] = WORD_NGRAMS
+
+    @property
+    def n_features(self) -> int:
+        return int(self.char_keys.size + self.word_keys.size)
+
+    def transform(self, norm: str) -> tuple[IndexArray, FloatArray]:
+        """(feature indices, TF-IDF values) of a text already passed through :func:`prepare`."""
+        indices: list[IndexArray] = []
+        values: list[FloatArray] = []
+        blocks = (
+            (char_ngram_hashes(norm, self.char_ngrams), self.char_keys, self.char_idf, 0),
+            (word_ngram_hashes(norm, self.word_ngrams)[0], self.word_keys, self.word_idf, self.char_keys.size),
+        )
+        for hashes, keys, idf, offset in blocks:
+            if not hashes.size or not keys.size:
+                continue
+            unique, counts = np.unique(hashes, return_counts=True)
+            hit, pos = _lookup(keys, unique)
+            if hit.any():
+                idx = pos[hit]
+                indices.append(idx + offset)
+                values.append(_weights(counts[hit], idf[idx]))
+        if not indices:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return np.concatenate(indices), np.concatenate(values)
+
+    def piece_counts(self, norm: str, starts: Sequence[int]) -> tuple[Counts, Counts]:
+        """Raw counts of the known features of each piece of a prepared text, in one vectorised pass.
+
+        Returns ``(piece, feature index, count)`` for the character block and for the word block (word indices
+        offset past the character block). Piece ``i`` is ``norm[starts[i]:starts[i + 1]]``; an n-gram belongs to the
+        piece it starts in (so a piece sees up to three characters, or a word, past its end), and word bigrams stay
+        within a piece. Summed over the pieces, the character counts are exactly those of the whole text.
+        """
+        codes = np.frombuffer(f" {norm} ".encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        bounds = np.asarray(starts, dtype=np.int64)
+        hashes, positions = [], []
+        rolling = codes + _ONE
+        low, high = self.char_ngrams
+        for n in range(1, high + 1):
+            if n > 1:
+                rolling = rolling[:-1] * _MULT + codes[n - 1 :] + _ONE
+            if n >= low and rolling.size:
+                hashes.append((rolling + _SALTS[n]) * _MULT)
+                positions.append(np.arange(rolling.size, dtype=np.int64))
+        empty: Counts = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        char_counts = empty
+        if hashes and self.char_keys.size:
+            piece = np.maximum(np.searchsorted(bounds + 1, np.concatenate(positions), side="right") - 1, 0)
+            char_counts = _count(self.char_keys, np.concatenate(hashes), piece, 0)
+        word_counts = empty
+        if self.word_keys.size:
+            tokens, token_starts = _token_hashes(norm)
+            if tokens.size:
+                piece = np.searchsorted(bounds, token_starts, side="right") - 1
+                parts, owners = [], []
+                if self.word_ngrams[0] <= 1:
+                    parts.append((tokens + _WORD_SALTS[0]) * _MULT)
+                    owners.append(piece)
+                if self.word_ngrams[1] >= 2 and tokens.size > 1:
+                    same = piece[:-1] == piece[1:]  # bigrams stay within a piece
+                    pairs = (tokens[:-1] * _PAIR + tokens[1:] + _WORD_SALTS[1]) * _MULT
+                    parts.append(pairs[same])
+                    owners.append(piece[:-1][same])
+                word_counts = _count(self.word_keys, np.concatenate(parts), np.concatenate(owners), self.char_keys.size)
+        return char_counts, word_counts
+
+    def idf(self, indices: IndexArray) -> FloatArray:
+        """IDF of feature indices of either block."""
+        n_char = self.char_keys.size
+        out = np.empty(indices.size, dtype=np.float32)
+        is_char = indices < n_char
+        out[is_char] = self.char_idf[indices[is_char]]
+        out[~is_char] = self.word_idf[indices[~is_char] - n_char]
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain arrays, for the artefact (no class of this module gets pickled, and no text)."""
+        return {
+            "char_keys": self.char_keys,
+            "char_idf": self.char_idf,
+            "word_keys": self.word_keys,
+            "word_idf": self.word_idf,
+            "char_ngrams": list(self.char_ngrams),
+            "word_ngrams": list(self.word_ngrams),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Featurizer:
+        keys = {}
+        for name in ("char_keys", "word_keys"):
+            array = np.ascontiguousarray(state[name], dtype=np.uint64)
+            if array.size > 1 and not bool(np.all(array[1:] > array[:-1])):
+                raise ValueError(f"{name} must be sorted and unique")
+            keys[name] = array
+        return cls(
+            char_keys=keys["char_keys"],
+            char_idf=np.asarray(state["char_idf"], dtype=np.float32),
+            word_keys=keys["word_keys"],
+            word_idf=np.asarray(state["word_idf"], dtype=np.float32),
+            char_ngrams=(int(state["char_ngrams"][0]), int(state["char_ngrams"][1])),
+            word_ngrams=(int(state["word_ngrams"][0]), int(state["word_ngrams"][1])),
+        )
+
+
+def _count(keys: HashArray, hashes: HashArray, piece: IndexArray, offset: int) -> Counts:
+    """(piece, feature index + ``offset``, count) of the hashes found in ``keys``."""
+    unique_h, inverse = np.unique(hashes, return_inverse=True)  # sorted lookups are fast
+    found, pos = _lookup(keys, unique_h)
+    hit = found[inverse]
+    key = piece[hit] * keys.size + pos[inverse][hit]
+    unique, counts = np.unique(key, return_counts=True)
+    return unique // keys.size, unique % keys.size + offset, counts

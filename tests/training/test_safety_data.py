@@ -1,0 +1,181 @@
+"""The safety corpus: taxonomy, seeds and slots validate with file:line: field errors; the build is deterministic and
+the committed corpus is what the seeds build."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from app.chat.safety import LexicalSafetyScreen
+from app.chat.safety.conversation import CONTEXT_MESSAGES
+from training.esconv import default_esconv_dir
+from training.safety_data import (
+    CORPUS,
+    ESCONV_GROUP,
+    SEEDS,
+    SLOTS,
+    TAXONOMY,
+    BuildConfig,
+    SafetyDataError,
+    esconv_message,
+    esconv_negatives,
+    expand,
+    load_seeds,
+    load_slots,
+    load_taxonomy,
+    main,
+    mentions_risk,
+    read_corpus,
+    seed_key,
+    write_corpus,
+)
+
+
+def test_committed_corpus_is_what_the_seeds_build(tmp_path: Path) -> None:
+    taxonomy, slots = load_taxonomy(), load_slots()
+    items = expand(taxonomy, slots, load_seeds(taxonomy, slots), BuildConfig())
+    out = tmp_path / "corpus.jsonl"
+    write_corpus(items, out)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == hashlib.sha256(CORPUS.read_bytes()).hexdigest(), (
+        "corpus.jsonl is stale: run python -m training.safety_data build"
+    )
+
+
+def test_corpus_shape() -> None:
+    items = read_corpus()
+    assert len(items) >= 3000
+    assert CORPUS.stat().st_size < 5_000_000
+    languages = Counter(it["language"] for it in items)
+    assert 0.4 <= languages["en"] / len(items) <= 0.6
+    taxonomy = load_taxonomy()
+    for it in items:
+        node = taxonomy[it["group"]]
+        assert it["level"] == node.level and tuple(it["categories"]) == node.categories, it["id"]
+        assert bool(it["context"]) == node.conversation, it["id"]
+    assert len({it["id"] for it in items}) == len(items)
+    groups = {it["group"] for it in items}
+    assert groups == set(taxonomy)
+    registers = Counter(r for it in items for r in it["register"].split("+"))
+    for register in ("plain", "typo", "abbrev", "slang", "emoji", "code_switch", "no_punct"):
+        assert registers[register] >= 100, register
+    assert sum(bool(it["context"]) for it in items) >= 500
+    assert seed_key("high.suicide.plan.en.004.2") == "high.suicide.plan.en.004"
+    assert seed_key("neg.everyday_stress.zh.compose0.1a2b3c4d.007") == "compose.zh.1a2b3c4d"
+
+
+def test_build_command_prints_the_coverage_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["build", "--out", str(tmp_path / "c.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "high.suicide.method" in out and "total none" in out
+    assert main(["validate"]) == 0
+
+
+def _seed_dir(tmp_path: Path, text: str) -> Path:
+    folder = tmp_path / "seeds"
+    shutil.copytree(SEEDS, folder)
+    (folder / "zz_extra.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("neg.gaming:\n  en:\n    - fine\n    - i died in {gamez}\n", 4, r"neg\.gaming\.en\.1: unknown slot \{gamez\}"),
+        ("neg.gaming:\n  zh:\n    - only latin here\n", 3, r"neg\.gaming\.zh\.0: a zh seed needs Chinese"),
+        ("neg.nothing:\n  en:\n    - hello\n", 1, r"neg\.nothing: not a taxonomy node"),
+        ("neg.gaming:\n  fr:\n    - bonjour\n", 2, r"neg\.gaming\.fr: unknown language"),
+        ("neg.gaming:\n  en:\n    - {game}\n", 3, r"neg\.gaming\.en\.0: expected a non-empty string \(quote"),
+        ("neg.gaming:\n  en:\n    - {game} was fun\n", 3, r"not valid YAML: .*\(quote text that starts with"),
+        ("conv.high.suicide:\n  en:\n    - just one message\n", 3, r"conv\.high\.suicide\.en\.0: expected a list"),
+    ],
+)
+def test_bad_seeds_name_file_line_and_field(tmp_path: Path, text: str, line: int, message: str) -> None:
+    folder = _seed_dir(tmp_path, text)
+    taxonomy, slots = load_taxonomy(), load_slots()
+    with pytest.raises(SafetyDataError, match=message) as info:
+        load_seeds(taxonomy, slots, folder)
+    assert f"zz_extra.yaml:{line}:" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("    level: high\n    categories: [suicide]\n    description: A current", "    level: severe\n"
+         "    categories: [suicide]\n    description: A current", r"high\.suicide\.wish_dead\.level: 'severe'"),
+        ("  neg.hyperbole:\n    level: none\n    categories: []", "  neg.hyperbole:\n    level: none\n"
+         "    categories: [suicide]", r"neg\.hyperbole\.categories: must be empty exactly when"),
+        ("  neg.idiom:\n    level: none", "  neg.idiom:\n    level: none\n    colour: red",
+         r"neg\.idiom\.colour: unknown"),
+    ],
+)  # fmt: skip
+def test_bad_taxonomy_entries_name_file_line_and_field(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = TAXONOMY.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "taxonomy.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(SafetyDataError, match=message) as info:
+        load_taxonomy(path)
+    assert f"{path}:" in str(info.value)
+
+
+def test_bad_slots_name_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "slots.yaml"
+    path.write_text(SLOTS.read_text(encoding="utf-8").replace("  age: [", "  age: [12, ", 1), encoding="utf-8")
+    with pytest.raises(SafetyDataError, match=r"slots\.yaml:\d+: en\.age\.0: expected a non-empty string"):
+        load_slots(path)
+
+
+# ------------------------------------------------------------------------------------------------- ordinary chat
+
+
+def test_ordinary_chat_seeds_cover_both_languages() -> None:
+    taxonomy, slots = load_taxonomy(), load_slots()
+    seeds = load_seeds(taxonomy, slots)
+    counts = Counter(seed.lang for seed in seeds.seeds if seed.node == "neg.ordinary")
+    assert counts["zh"] >= 600 and counts["en"] >= 300, counts
+    assert taxonomy["neg.ordinary"].level == "none"
+    items = [it for it in read_corpus() if it["group"] == "neg.ordinary"]
+    short = [it for it in items if len(it["text"]) <= 6]
+    assert len(short) >= 200  # the short replies of a conversation
+    lexical = LexicalSafetyScreen()
+    assert not [it["text"] for it in items if lexical.screen(it["text"]).level.value == "high"]
+
+
+def test_risk_words_and_esconv_ids() -> None:
+    for text in ("I just want to die", "she was abusive", "I feel hopeless", "my dad hit me", "cutting again"):
+        assert mentions_risk(text), text
+    for text in ("two weeks ago", "thanks, that helps", "my boss is stressing me out", "studied all night"):
+        assert not mentions_risk(text), text
+    assert esconv_message("esconv.train.en.0012.03") == ("esconv.train.en.0012.03", "alone")
+    assert esconv_message("esconv.train.en.0012.03w") == ("esconv.train.en.0012.03", "window")
+    assert esconv_message("esconv.train.en.0012.03p1") == ("esconv.train.en.0012.03", "piece")
+    assert esconv_message("neg.ordinary.en.003.1") is None
+    for suffix in ("00", "03w", "11p2"):
+        assert seed_key(f"esconv.train.en.0012.{suffix}") == "esconv.train.en.0012"
+
+
+def test_missing_esconv_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(SafetyDataError, match=r"ESConv not found .*--esconv false"):
+        esconv_negatives(tmp_path / "nowhere")
+
+
+@pytest.mark.slow
+def test_esconv_negatives_are_clean_train_turns_grouped_by_dialogue() -> None:
+    if not (default_esconv_dir() / "train.jsonl").is_file():
+        pytest.skip(f"ESConv not found under {default_esconv_dir()}")
+    items, stats = esconv_negatives()
+    assert stats["alone"] >= 5000 and stats["dropped_lexical"] + stats["dropped_risk_words"] >= 100, stats
+    lexical = LexicalSafetyScreen()
+    for item in items:
+        assert item["group"] == ESCONV_GROUP and item["level"] == "none" and item["source"] == "esconv"
+        assert item["id"].startswith("esconv.train.")  # never the valid split
+        assert len(item["context"]) <= CONTEXT_MESSAGES
+        for text in [*item["context"], item["text"]]:
+            assert not mentions_risk(text), item["id"]
+        if esconv_message(item["id"]) == (item["id"], "alone"):
+            assert not lexical.screen(item["text"]).flagged, item["id"]
+    assert len({seed_key(it["id"]) for it in items}) == stats["dialogues"]
