@@ -9,7 +9,9 @@ Both rows come from one server and one set of ESConv valid turns (true context u
 manifest's sampling defaults (``max_tokens`` 96, temperature 0.7): ``prompt only`` sends ``max_sentences: 0`` (the
 server's sentence limit off), ``prompt + limit`` sends nothing (the manifest's ``max_sentences``). The table is
 training.evaluate's (length distribution, share over 60 words, share cut off by ``max_tokens``); ESConv's own replies
-are the reference line under it. Results go to ``<out_dir>/`` (``comparison.{json,md,png}``).
+are the reference line under it. Results go to ``<out_dir>/`` (``comparison.{json,md,png}``) and to
+``benchmarks/results/reply_length.json`` (git SHA, date, machine, load, the command, every metric with its 95%
+interval).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ if str(ROOT) not in sys.path:  # allow `python benchmarks/reply_length.py` witho
     sys.path.insert(0, str(ROOT))
 
 from app.core.strategies import load_catalogue  # noqa: E402
+from benchmarks.results_file import provenance, write_results  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 from training.cli import parse_config  # noqa: E402
 from training.evaluate import EvalConfig, ModelSpec, evaluate_model, write_comparison  # noqa: E402
@@ -42,12 +45,19 @@ class BenchConfig:
     concurrency: int = field(default=8, metadata={"help": "Requests in flight."})
     seed: int = field(default=0, metadata={"help": "Seed of the turn subset."})
     out_dir: str = field(default="outputs/reply_length", metadata={"help": "Where the comparison is written."})
+    results_name: str = field(default="reply_length", metadata={"help": "benchmarks/results/<results_name>.json."})
 
 
 def run(config: BenchConfig, base_url: str, out_dir: Path) -> list[dict[str, Any]]:
     catalogue = load_catalogue()
     targets = sample_targets(targets_of(load_dialogues(["esconv:valid"], catalogue)), config.turns, config.seed)
-    common = EvalConfig(max_turns=config.turns, seed=config.seed, concurrency=config.concurrency, out_dir=str(out_dir))
+    common = EvalConfig(
+        data=["esconv:valid"],
+        max_turns=config.turns,
+        seed=config.seed,
+        concurrency=config.concurrency,
+        out_dir=str(out_dir),
+    )
     results = []
     for label, max_sentences in (("prompt only", 0), ("prompt + limit", None)):
         eval_config = dataclasses.replace(common, max_sentences=max_sentences)
@@ -58,6 +68,7 @@ def run(config: BenchConfig, base_url: str, out_dir: Path) -> list[dict[str, Any
 
 
 def main(config: BenchConfig) -> int:
+    started = provenance()
     out_dir = ROOT / config.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.url is not None:
@@ -72,7 +83,11 @@ def main(config: BenchConfig) -> int:
             results = run(config, server.base_url, out_dir)
         finally:
             server.stop()
-    print(write_comparison(results, out_dir))
+    table = write_comparison(results, out_dir)
+    print(table)
+    for result in results:
+        result["metrics"].pop("reply_words", None)
+    write_results(config.results_name, started, {"model": config.model, "results": results, "table_markdown": table})
     print(f"written to {out_dir}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Data tooling for ServeForEmo JSONL files: validate, merge, dedupe, split, stats.
+"""Data tooling for ServeForEmo JSONL files: validate, merge, dedupe, split, stats, export-hf.
 
 How to run::
 
@@ -7,10 +7,14 @@ How to run::
     python -m training.data dedupe outputs/all.jsonl --out outputs/all.dedup.jsonl
     python -m training.data split outputs/all.dedup.jsonl --out_dir outputs/splits --valid 0.1 --test 0.1 --seed 0
     python -m training.data stats outputs/splits/train.jsonl --chart outputs/train_stats.png
+    python -m training.data export-hf outputs/hf/serveforemo outputs/splits/{train,valid,test}.jsonl
 
 Every command validates its inputs first (``--strategies`` selects a deployment catalogue) and exits 1 with
 ``file:line: field: message`` lines when a record is invalid. ``split`` keeps all dialogues of one scenario in the
 same split (scenario id, or the situation text when there is no id) and is deterministic for a given ``--seed``.
+``export-hf OUT FILE...`` writes a Hugging Face ``datasets`` folder (parquet splits named after the files:
+``train``/``valid``/``test``, any other file joins ``train``) and a dataset card with sources, licences (ESConv is
+CC BY-NC 4.0), generator models, prompt versions, seeds and input hashes (:mod:`training.hf_export`).
 """
 
 from __future__ import annotations
@@ -232,6 +236,14 @@ def _parser() -> argparse.ArgumentParser:
     stats_cmd.add_argument("files", nargs="+")
     stats_cmd.add_argument("--chart", default=None, help="PNG path; default outputs/<first file>_stats.png.")
     stats_cmd.add_argument("--json", default=None, help="Also write the numbers as JSON here.")
+    export = commands.add_parser(
+        "export-hf",
+        help="Write a Hugging Face datasets folder (parquet splits) with a dataset card.",
+        description="Files named train/valid/test.jsonl become those splits; any other file joins train.",
+    )
+    export.add_argument("out", help="Output folder (README.md, provenance.json, data/*.parquet).")
+    export.add_argument("files", nargs="+")
+    export.add_argument("--name", default="ServeForEmo (SweetieChat)", help="Dataset name in the card.")
     return parser
 
 
@@ -257,6 +269,17 @@ def run(args: argparse.Namespace) -> None:
             write_jsonl(out_dir / f"{name}.jsonl", dialogues)
             scenarios = len({scenario_key(d) for d in dialogues})
             print(f"{out_dir / f'{name}.jsonl'}: {len(dialogues)} dialogues, {scenarios} scenarios")
+    elif args.command == "export-hf":
+        from training.hf_export import split_of, write_hf_dataset
+
+        splits: dict[str, list[Dialogue]] = {"train": [], "validation": [], "test": []}
+        for path, dialogues in inputs:
+            splits[split_of(path)].extend(dialogues)
+        merge(inputs)  # ids must be unique across the whole export
+        table = format_table(compute_stats([d for _, dialogues in inputs for d in dialogues]), catalogue)
+        info = write_hf_dataset(Path(args.out), splits, [path for path, _ in inputs], args.name, table)
+        counts = ", ".join(f"{name} {count}" for name, count in info["splits"].items())
+        print(f"{args.out}: {counts}; licence {info['license']}; card {Path(args.out) / 'README.md'}")
     elif args.command == "stats":
         stats = compute_stats([d for _, dialogues in inputs for d in dialogues])
         print(format_table(stats, catalogue))

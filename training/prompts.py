@@ -1,23 +1,28 @@
-"""Prompts for the three role-play roles, and robust reading of what the models answer.
+"""Prompts for the three role-play roles, and careful reading of what the models answer.
 
-Every role gets plain chat messages (one system, one user message with the conversation so far), so any
-OpenAI-compatible endpoint works; nothing relies on server extensions. ``PROMPTS_VERSION`` is stored in each
-generated dialogue: bump it whenever a prompt changes.
+Every role gets plain chat messages, so any OpenAI-compatible endpoint works. The Strategy Counselor answers through
+structured output: ``counselor_format`` is an OpenAI ``response_format`` whose JSON schema allows exactly the
+catalogue's names (an enum) plus a short rationale, enforced by the server (vLLM structured outputs, this server or
+``vllm serve``). ``parse_choice`` reads that JSON and accepts nothing else: no free-text search for a name, no default.
+``PROMPTS_VERSION`` is stored in each generated dialogue: bump it whenever a prompt changes.
 
-The readers are forgiving because small models are sloppy: role labels are stripped, a reply that runs on into the
-other speaker's lines is cut, the counselor's strategy is found in "Strategy: X" lines, "[X]" tags or plain text.
+The seeker and supporter readers are forgiving because small models are sloppy: role labels are stripped and a reply
+that runs on into the other speaker's lines is cut.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from app.core.strategies import StrategyCatalogue
 from training.schema import Scenario
 
-PROMPTS_VERSION = "roleplay-v1"
+PROMPTS_VERSION = "roleplay-v2"
+RATIONALE_CHARS = 160
 END_MARKER = "[END]"
 
 Message = dict[str, str]
@@ -45,7 +50,7 @@ def _transcript(turns: Sequence[DraftTurn], with_strategies: bool = False) -> st
     return "\n".join(lines)
 
 
-OPENING_CUE = "Hi there."
+OPENING_CUE = "Hello, what's on your mind today?"
 
 
 def _as_chat(turns: Sequence[DraftTurn], speaker: str) -> list[Message]:
@@ -60,12 +65,18 @@ def seeker_messages(scenario: Scenario, turns: Sequence[DraftTurn], min_turns: i
     the user's; a neutral greeting cues the first message. No role names appear, so a small model has none to echo.
     """
     profile = scenario.seeker
-    about = (
-        f"You are {profile.age_group} years old and work as: {profile.occupation}. "
-        f"Personality: {profile.personality}. What you want from this chat: {profile.wants}."
-        if profile
-        else "You are an ordinary person."
-    )
+    if profile is None:
+        about = "You are an ordinary person."
+    else:
+        who = ", ".join(
+            part for part in (profile.gender, f"from {profile.culture}" if profile.culture else None) if part
+        )
+        about = (
+            f"You are aged {profile.age_group}{', ' + who if who else ''}. Occupation: {profile.occupation}. "
+            f"Personality: {profile.personality}. What you want from this chat: {profile.wants}."
+        )
+        if profile.communication_style:
+            about += f" How you write: {profile.communication_style}."
     intensity = f" (intensity {scenario.intensity} of 5)" if scenario.intensity else ""
     ending = (
         "Do not end the chat yet."
@@ -79,13 +90,32 @@ def seeker_messages(scenario: Scenario, turns: Sequence[DraftTurn], min_turns: i
         f"{about}\n"
         f"Your situation: {scenario.situation}\n"
         f"How you feel: {scenario.emotion}{intensity}.\n"
-        "Write only your next message: 1 to 3 short, casual sentences in the first person. Reveal your problem "
-        f"gradually and answer what the listener asks. {ending}"
+        "Write only your next message, in your own style: 1 to 3 short sentences in the first person. "
+        f"Reveal your problem gradually and answer what the listener asks. {ending}"
     )
     history = _as_chat(turns, "seeker")
     if not turns or turns[0].role == "seeker":
         history.insert(0, {"role": "user", "content": OPENING_CUE})
     return [{"role": "system", "content": system}, *history]
+
+
+def counselor_schema(catalogue: StrategyCatalogue) -> dict[str, Any]:
+    """JSON schema of the counselor's answer: a short rationale, then exactly one catalogue name."""
+    return {
+        "type": "object",
+        "properties": {
+            "rationale": {"type": "string", "minLength": 1, "maxLength": RATIONALE_CHARS},
+            "strategy": {"type": "string", "enum": catalogue.names},
+        },
+        "required": ["rationale", "strategy"],
+        "additionalProperties": False,
+    }
+
+
+def counselor_format(catalogue: StrategyCatalogue) -> dict[str, Any]:
+    """The ``response_format`` of a counselor request (strict JSON-schema structured output)."""
+    schema = counselor_schema(catalogue)
+    return {"type": "json_schema", "json_schema": {"name": "strategy_choice", "schema": schema, "strict": True}}
 
 
 def counselor_messages(scenario: Scenario, turns: Sequence[DraftTurn], catalogue: StrategyCatalogue) -> list[Message]:
@@ -94,7 +124,7 @@ def counselor_messages(scenario: Scenario, turns: Sequence[DraftTurn], catalogue
         "You are a strategy counselor guiding an emotional-support conversation. Read it and choose the ONE "
         "support strategy the supporter should use next. Vary strategies; explore before suggesting.\n"
         f"Strategies:\n{catalogue.describe(with_examples=False)}\n\n"
-        "Answer in exactly two lines:\nStrategy: <one strategy name from the list>\nRationale: <one short sentence>"
+        'Answer in JSON: {"rationale": "<one short sentence>", "strategy": "<one strategy name from the list>"}'
     )
     user = (
         f"Topic: {scenario.problem_type}.\n"
@@ -102,6 +132,25 @@ def counselor_messages(scenario: Scenario, turns: Sequence[DraftTurn], catalogue
         "Which strategy should the supporter use next?"
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def parse_choice(content: str, catalogue: StrategyCatalogue) -> tuple[str, str] | None:
+    """(strategy, rationale) from the counselor's JSON answer, or None unless it names a catalogue strategy exactly.
+
+    Whatever the server enforced, the answer is checked again here: the strategy must be one of the catalogue's
+    names, spelled exactly, and the rationale a non-empty string (whitespace collapsed, cut at 300 characters).
+    """
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    strategy, rationale = data.get("strategy"), data.get("rationale")
+    if not isinstance(strategy, str) or strategy not in catalogue or not isinstance(rationale, str):
+        return None
+    rationale = " ".join(rationale.split())[:300]
+    return (strategy, rationale) if rationale else None
 
 
 def supporter_messages(turns: Sequence[DraftTurn], strategy: str, catalogue: StrategyCatalogue) -> list[Message]:
@@ -165,41 +214,3 @@ def strip_strategy_tag(text: str, catalogue: StrategyCatalogue) -> str:
     if match and catalogue.canonical(match.group(1)) is not None:
         return text[match.end() :].strip()
     return text
-
-
-def parse_counselor(text: str, catalogue: StrategyCatalogue) -> tuple[str | None, str | None]:
-    """(strategy, rationale) from a counselor answer; strategy is None when no catalogue strategy is recognisable.
-
-    Looks, in order, at a "Strategy: X" line, a "[X]" tag, then the earliest strategy name (or long alias) anywhere.
-    """
-    strategy: str | None = None
-    line = re.search(r"strategy\s*(?:name)?\s*[:=\-]\s*(.+)", text, re.IGNORECASE)
-    if line:
-        candidate = line.group(1).strip()
-        strategy = catalogue.canonical(candidate) or catalogue.canonical(
-            re.split(r"[.,;(\-–—]| because ", candidate)[0]
-        )
-    if strategy is None:
-        for tag in re.findall(r"\[([^\]]{1,40})\]", text):
-            strategy = catalogue.canonical(tag)
-            if strategy:
-                break
-    if strategy is None:
-        strategy = _earliest_mention(text, catalogue)
-    rationale_match = re.search(r"rationale\s*[:=\-]\s*(.+)", text, re.IGNORECASE)
-    rationale = rationale_match.group(1).strip() if rationale_match else None
-    if rationale is not None:
-        rationale = " ".join(rationale.split())[:300] or None
-    return strategy, rationale
-
-
-def _earliest_mention(text: str, catalogue: StrategyCatalogue) -> str | None:
-    lowered = text.lower()
-    best: tuple[int, str] | None = None
-    for item in catalogue.strategies:
-        spellings = [item.name, *(alias for alias in item.aliases if len(alias) >= 6)]
-        for spelling in spellings:
-            match = re.search(rf"\b{re.escape(spelling.lower())}\b", lowered)
-            if match and (best is None or match.start() < best[0]):
-                best = (match.start(), item.name)
-    return best[1] if best else None

@@ -2,15 +2,21 @@
 
 One dialogue per line::
 
-    {"id": "roleplay-work-003-s0", "source": "roleplay",
+    {"id": "roleplay-work-003-n0-s0", "source": "roleplay",
      "scenario": {"id": "work-003", "category": "work", "problem_type": "job crisis", "emotion": "anxiety",
                   "intensity": 4, "situation": "...",
-                  "seeker": {"age_group": "25-34", "occupation": "nurse", "personality": "...", "wants": "..."}},
+                  "seeker": {"age_group": "25-34", "gender": "woman", "culture": "Lagos, Nigeria",
+                             "occupation": "nurse", "personality": "...", "communication_style": "terse (...)",
+                             "wants": "..."}},
      "turns": [{"role": "seeker", "content": "..."},
                {"role": "supporter", "content": "...", "strategy": "Question", "rationale": "..."}, ...],
-     "generator": {"models": {"seeker": "m", "counselor": "m", "supporter": "m"}, "prompts_version": "roleplay-v1",
+     "generator": {"models": {"seeker": "m", "counselor": "m", "supporter": "m"}, "prompts_version": "roleplay-v2",
                    "seed": 0, "created": "2025-01-01T00:00:00Z"},
      "meta": {}}
+
+Role-play records fill ``meta``: ``sample``, ``end`` (``seeker_end``, ``max_turns`` or ``cut:<reason>``), ``usage`` per
+role (calls, prompt/completion tokens, seconds), ``latency_s`` and ``judge`` (scores, per-turn strategy verdicts).
+The seeker's ``gender``, ``culture`` and ``communication_style`` are optional (expanded scenarios always have them).
 
 Rules beyond the field types: every supporter turn carries a strategy from the catalogue (seeker turns none);
 roles alternate, optionally after one supporter greeting; unknown fields are rejected. Errors name the line and the
@@ -63,8 +69,13 @@ class SeekerProfile(_Strict):
     """Who the help seeker is (role-play persona)."""
 
     age_group: AgeGroup
+    gender: Text | None = None
+    culture: Text | None = Field(default=None, description="Region and culture, e.g. 'Lagos, Nigeria'.")
     occupation: Text
     personality: Text
+    communication_style: Text | None = Field(
+        default=None, description="How they write: terse, rambling, guarded, angry, joking, ..."
+    )
     wants: Text = Field(description="What the seeker wants from the conversation, e.g. 'to vent', 'a plan'.")
 
 
@@ -249,6 +260,16 @@ def write_jsonl(path: str | Path, dialogues: Iterable[Dialogue]) -> int:
             handle.write(dialogue.to_json() + "\n")
             count += 1
     return count
+
+
+def repair_jsonl_tail(path: str | Path) -> bool:
+    """Cut an incomplete last line (a crash mid-write) off an append-only JSONL file; True if one was cut."""
+    path = Path(path)
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return True
 
 
 def word_count(text: str) -> int:

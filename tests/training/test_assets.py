@@ -47,7 +47,14 @@ def test_scenarios_are_many_diverse_and_complete() -> None:
 
 def test_scenario_errors_name_file_entry_and_field(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("category: work\nscenarios:\n  - id: a-1\n    problem_type: x\n")
-    with pytest.raises(ScenarioError, match=r"a\.yaml: scenarios\.0: emotion: Field required"):
+    with pytest.raises(ScenarioError, match=r"a\.yaml:3: scenarios\.0\.emotion: Field required"):
+        load_scenarios(tmp_path)
+    good = (DEFAULT_DIR / "work.yaml").read_text()
+    lines = good.splitlines()
+    wrong = next(i for i, line in enumerate(lines) if "age_group:" in line and i > 20)
+    lines[wrong] = lines[wrong].replace("age_group:", "agegroup:")  # a misspelt field names its own line
+    (tmp_path / "a.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ScenarioError, match=rf"a\.yaml:{wrong + 1}: scenarios\.\d+\.seeker\.agegroup: Extra inputs"):
         load_scenarios(tmp_path)
     (tmp_path / "a.yaml").write_text((DEFAULT_DIR / "work.yaml").read_text())
     (tmp_path / "b.yaml").write_text((DEFAULT_DIR / "work.yaml").read_text())

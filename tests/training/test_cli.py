@@ -1,19 +1,23 @@
-"""training.cli: one parser for every training script (flags, YAML presets, errors, a fast --help)."""
+"""training.cli: one parser (TRL's TrlParser) for every training and benchmark script: flags, YAML presets, errors
+that exit 2 naming the flag or key, every shipped preset, a fast --help."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
-from training.cli import build_parser, parse_config
+from training.cli import parse_config
+from training.roleplay import RoleplayConfig
+from training.sft import SftConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +33,7 @@ class Demo:
     where: Path = Path("out")
     flag: bool = False
     eager_mode: bool = True
+    weights: list[Literal["balanced", "none"]] = field(default_factory=lambda: ["none"])
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -51,6 +56,7 @@ def test_defaults_and_typed_flags_in_both_spellings() -> None:
     assert config == Demo(names=["b", "c"], mode="slow", count=3, rate=2e-3, where=Path("w"))
     assert parse("--eager-mode", "false", "--limit", "7").eager_mode is False
     assert parse("--eager_mode", "false", "--limit", "7").limit == 7
+    assert parse("--weights", "balanced", "none").weights == ["balanced", "none"]
 
 
 def test_optional_fields_take_none() -> None:
@@ -64,8 +70,7 @@ def test_optional_fields_take_none() -> None:
         (["--flag"], True, True),
         (["--flag", "true", "--eager_mode", "no"], True, False),
         (["--flag", "False", "--eager-mode", "1"], False, True),
-        (["--flag", "--no-flag"], False, True),
-        (["--no_flag", "--no_eager_mode"], False, False),
+        (["--no_eager_mode"], False, False),
         (["--no-eager-mode", "--names", "z"], False, False),
         (["--eager_mode", "--names", "z"], False, True),
     ],
@@ -75,24 +80,43 @@ def test_boolean_forms(argv: list[str], flag: bool, eager_mode: bool) -> None:
     assert (config.flag, config.eager_mode) == (flag, eager_mode)
 
 
-def test_bad_flag_values_exit_2_naming_the_flag(config_error: Callable[..., str]) -> None:
-    assert "argument --count: expected an integer, got 'x'" in config_error(Demo, "--count", "x")
-    assert "--mode: invalid choice: 'medium'" in config_error(Demo, "--mode", "medium")
-    assert "--flag: expected true or false, got 'maybe'" in config_error(Demo, "--flag", "maybe")
-    assert "--rate: expected a number" in config_error(Demo, "--rate", "fast")
-    assert "--limit: expected an integer, got 'all'" in config_error(Demo, "--limit", "all")
-    assert "count: must be at least 1 (got 0)" in config_error(Demo, "--count", "0")
-    assert "unrecognized arguments: --colour" in config_error(Demo, "--colour", "red")
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--count", "x"], "argument --count: invalid int value: 'x'"),
+        (["--mode", "medium"], "argument --mode: invalid choice: 'medium'"),
+        (["--weights", "balanced", "even"], "argument --weights: invalid choice: 'even'"),
+        (["--flag", "maybe"], "argument --flag: Truthy value expected: got maybe"),
+        (["--rate", "fast"], "argument --rate: invalid float value: 'fast'"),
+        (["--limit", "all"], "argument --limit: invalid int value: 'all'"),
+        (["--count", "0"], "count: must be at least 1 (got 0)"),  # the dataclass's own check
+        (["--colour", "red"], "unrecognized arguments: --colour red"),
+        (["--no-flag"], "unrecognized arguments: --no-flag"),  # --no_NAME only where the default is true
+        (["--config"], "argument --config: give one preset file"),
+    ],
+)
+def test_bad_flag_values_exit_2_naming_the_flag(
+    config_error: Callable[..., str], argv: list[str], message: str
+) -> None:
+    assert message in config_error(Demo, *argv)
 
 
 def test_preset_values_are_typed_and_flags_win(tmp_path: Path) -> None:
     text = "names: only\nmode: slow\ncount: 4\nlimit: null\nrate: 5e-5\nwhere: p\nflag: true\neager_mode: false\n"
-    path = preset(tmp_path, text)
-    expected = Demo(names=["only"], mode="slow", count=4, limit=None, rate=5e-5, where=Path("p"), flag=True)
-    assert parse("--config", path) == dataclasses.replace(expected, eager_mode=False)
-    config = parse("--config", path, "--count", "9", "--names", "x", "y", "--eager-mode", "--rate", "3")
-    assert config == dataclasses.replace(expected, count=9, names=["x", "y"], rate=3.0)
+    path = preset(tmp_path, text + "weights: [balanced]\nlabel: none\n")
+    expected = Demo(
+        names=["only"], mode="slow", count=4, limit=None, rate=5e-5, where=Path("p"), flag=True, weights=["balanced"]
+    )
+    assert parse("--config", path) == dataclasses.replace(expected, eager_mode=False, label=None)
+    config = parse(f"--config={path}", "--count", "9", "--names", "x", "y", "--eager-mode", "--rate", "3")
+    assert config == dataclasses.replace(expected, count=9, names=["x", "y"], rate=3.0, label=None)
     assert isinstance(parse("--config", preset(tmp_path, "rate: 2\n")).rate, float)
+
+
+def test_preset_env_section_sets_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWEETIE_TEST_PRESET_ENV", "before")  # restored after the test
+    assert parse("--config", preset(tmp_path, "env:\n  SWEETIE_TEST_PRESET_ENV: 1\ncount: 2\n")).count == 2
+    assert os.environ["SWEETIE_TEST_PRESET_ENV"] == "1"
 
 
 @pytest.mark.parametrize(
@@ -107,9 +131,10 @@ def test_preset_values_are_typed_and_flags_win(tmp_path: Path) -> None:
         ("limit: null\ncount: null\n", "count: expected an integer, got None"),
         ("names: [a, 2]\n", "names: expected a string, got 2"),
         ("mode: medium\n", "mode: 'medium' is not valid (valid: 'fast', 'slow')"),
+        ("weights: [even]\n", "weights: 'even' is not valid (valid: 'balanced', 'none')"),
         ("count: 0\n", "count: must be at least 1 (got 0)"),
         ("colour: red\nsize: 2\n", "unknown key(s) ['colour', 'size']; valid keys: ['count', 'eager_mode', 'flag',"),
-        ("- a\n", "expected a mapping of field names to values"),
+        ("- a\n", "must contain a YAML mapping"),
         ("count: [\n", "not valid YAML"),
     ],
 )
@@ -119,26 +144,37 @@ def test_bad_presets_exit_2_naming_the_key(
     assert message in config_error(Demo, "--config", preset(tmp_path, yaml_text))
 
 
-def test_missing_preset_and_unsupported_field_types(config_error: Callable[..., str]) -> None:
+def test_missing_preset_exits_2(config_error: Callable[..., str]) -> None:
     assert "--config nowhere.yaml: file not found" in config_error(Demo, "--config", "nowhere.yaml")
 
-    @dataclass
-    class Mapping:
-        table: dict[str, int] = field(default_factory=dict)
 
-    with pytest.raises(TypeError, match="unsupported config field type"):
-        build_parser(Mapping)
-
-
-def test_help_lists_every_spelling(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_lists_both_spellings_the_preset_flag_and_the_boolean_forms(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse("--help")
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "--names STR [STR ...], --names" not in out  # a name without "_" has one spelling
-    for text in ("--names STR [STR ...]", "--eager_mode [BOOL], --eager-mode [BOOL]", "{fast,slow}", "100% optional"):
+    assert "--names NAMES [NAMES ...], --names" not in out  # a name without "_" has one spelling
+    for text in ("--eager_mode [EAGER_MODE], --eager-mode", "{fast,slow}", "100% optional", "--config PRESET.yaml"):
         assert text in out
-    assert "--no-NAME or --no_NAME" in out
+    assert "--no_eager_mode" not in out and "--no_NAME where the default is true" in out
+
+
+SHIPPED_PRESETS: dict[str, type[Any]] = {
+    "cpu-smol.yaml": SftConfig,
+    "gpu-8b.yaml": SftConfig,
+    "roleplay.yaml": RoleplayConfig,
+    "roleplay_smol.yaml": RoleplayConfig,
+}
+
+
+def test_every_shipped_preset_is_listed_here() -> None:
+    assert sorted(path.name for path in (REPO / "training" / "configs").glob("*.yaml")) == sorted(SHIPPED_PRESETS)
+
+
+@pytest.mark.parametrize(("name", "config_cls"), SHIPPED_PRESETS.items(), ids=list(SHIPPED_PRESETS))
+def test_every_shipped_preset_parses(name: str, config_cls: type[Any]) -> None:
+    config = parse_config(config_cls, ["--config", str(REPO / "training" / "configs" / name)])
+    assert config != config_cls()  # the preset changed something
 
 
 ENTRY_POINTS = [
@@ -147,10 +183,15 @@ ENTRY_POINTS = [
     (["-m", "training.evaluate"], "--models"),
     (["-m", "training.roleplay"], "--counselor_model"),
     (["-m", "training.esconv"], "--esconv_dir"),
+    (["-m", "training.safety_classifier"], "--level_class_weight"),
+    (["-m", "training.scenarios", "expand"], "--count"),
     (["benchmarks/sft_esconv.py"], "--skip_train"),
     (["benchmarks/reply_length.py"], "--turns"),
-    (["benchmarks/safety_bench.py"], "--clock"),
+    (["benchmarks/safety_bench.py"], "--screen"),
+    (["benchmarks/safety_ordinary.py"], "--esconv_dir"),
     (["benchmarks/session_store_bench.py"], "--redis_url"),
+    (["benchmarks/roleplay_bench.py"], "--skip_expand"),
+    (["benchmarks/sampling_defaults.py"], "--speed_prompts"),
 ]
 
 
@@ -160,9 +201,9 @@ def test_help_of_every_entry_point_is_quick_and_imports_no_torch(target: list[st
     command = [sys.executable, "-X", "importtime", *target, "--help"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert flag in result.stdout
+    assert flag in result.stdout and "--config PRESET.yaml" in result.stdout
     imported = {
         line.rpartition("|")[2].strip() for line in result.stderr.splitlines() if line.startswith("import time")
     }
-    assert imported and not imported & {"torch", "transformers"}
-    assert time.perf_counter() - started < 20  # generous: the machine is shared; typically 1-2 s
+    assert "trl" in imported and not imported & {"torch", "transformers"}
+    assert time.perf_counter() - started < 20  # generous: the machine is shared; typically 0.6-1.3 s

@@ -15,7 +15,7 @@ from training.metrics import Scored, summarize
 
 
 def result(label: str, turns: list[Scored]) -> dict[str, Any]:
-    return {"label": label, "metrics": summarize(turns)}
+    return {"label": label, "errors": 1, "metrics": summarize(turns, load_catalogue().names, resamples=50)}
 
 
 BASE = result(
@@ -53,24 +53,43 @@ def test_strategy_comes_from_the_response_field_else_the_tag() -> None:
     assert _strategy_of(untagged, catalogue) == (None, "I am sorry.")
 
 
-def test_table_shows_percentages_and_the_baselines() -> None:
+def test_table_shows_percentages_intervals_and_the_baselines_beside_strategy_figures() -> None:
     table = markdown_table([BASE, TUNED])
     lines = table.splitlines()
-    assert lines[0].startswith("| model | turns | BLEU-2 | ROUGE-L")
-    sft_row = next(line for line in lines if line.startswith("| sft |"))
-    cells = [c.strip() for c in sft_row.strip("|").split("|")]
-    assert cells[6] == "50.0"  # strategy accuracy, percent
-    assert cells[8] == "100.0"  # valid tag
-    assert cells[9] == "2.5"  # avg words
-    assert cells[10:14] == ["2", "3", "0.0", "0.0"]  # p50, p90 words, >60 words, cut off
-    assert "Chance strategy accuracy with 8 strategies: 12.5%" in table
+    assert lines[0].startswith("| model | turns | failed | screened | BLEU-2 | ROUGE-L")
+    titles = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert titles[titles.index("strategy acc") + 1] == "majority / chance"
+    assert titles[titles.index("strategy macro-F1") + 1] == "majority / chance"
+    row = dict(
+        zip(
+            titles,
+            (c.strip() for c in next(li for li in lines if li.startswith("| sft |")).strip("|").split("|")),
+            strict=True,
+        )
+    )
+    assert row["turns"] == "2" and row["failed"] == "1"
+    assert row["strategy acc"].startswith("50.0 [")  # percent, with its 95% interval
+    cells = [c.strip() for c in next(li for li in lines if li.startswith("| sft |")).strip("|").split("|")]
+    assert cells[titles.index("strategy acc") + 1].startswith("50.0 / ")  # accuracy of always "Question"
+    assert cells[titles.index("strategy macro-F1") + 1].startswith("33.3 / ")  # its macro-F1: (2/3 + 0) / 2
+    assert row["valid tag"].startswith("100.0") and row["avg words"].startswith("2.5 [")
+    assert (row["p50 words"], row["p90 words"]) == ("2", "3")
+    base = dict(
+        zip(
+            titles,
+            (c.strip() for c in next(li for li in lines if li.startswith("| base |")).strip("|").split("|")),
+            strict=True,
+        )
+    )
+    assert base["strategy acc"] == "n/a (no tags)"  # an untagged model is not scored 0 on strategy
     assert "(p50 2, p90 3)" in table  # reference length distribution
+    assert "uniformly random among the catalogue's strategies" in table
 
 
 def test_results_saved_by_an_older_version_still_compare() -> None:
-    old = {"label": "old", "metrics": {k: v for k, v in BASE["metrics"].items() if k not in ("words_p50", "cut_off")}}
+    old = {"label": "old", "metrics": {k: v for k, v in TUNED["metrics"].items() if k not in ("words_p50", "cut_off")}}
     row = next(line for line in markdown_table([old]).splitlines() if line.startswith("| old |"))
-    assert row.count("n/a") == 2
+    assert row.count("| n/a |") == 2
 
 
 def test_cli_compares_saved_result_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

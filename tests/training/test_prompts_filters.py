@@ -1,16 +1,17 @@
-"""Reading sloppy model output, and the quality filters that drop bad dialogues."""
+"""Reading model output (sloppy chat text, the counselor's structured answer), and the per-turn quality checks."""
 
 from __future__ import annotations
 
 import pytest
 
 from app.core.strategies import load_catalogue
-from training.filters import FilterLimits, dialogue_problem
+from training.filters import FilterLimits, dialogue_problem, turn_problem
 from training.prompts import (
     DraftTurn,
     clean_reply,
+    counselor_format,
     counselor_messages,
-    parse_counselor,
+    parse_choice,
     seeker_messages,
     split_end_marker,
     strip_strategy_tag,
@@ -22,25 +23,31 @@ CATALOGUE = load_catalogue()
 
 
 @pytest.mark.parametrize(
-    ("answer", "strategy", "rationale"),
+    ("answer", "choice"),
     [
-        ("Strategy: Question\nRationale: Learn more first.", "Question", "Learn more first."),
-        ("strategy - [Reflection of Feelings]\nrationale: name it", "Reflection of feelings", "name it"),
-        (
-            "**Strategy:** Self-disclosure. Rationale: show they're not alone",
-            "Self-disclosure",
-            "show they're not alone",
-        ),
-        ("Strategy: Providing Suggestions, because they asked", "Providing Suggestions", None),
-        ("I'd pick [Affirmation] here.", "Affirmation and Reassurance", None),
-        ("The supporter should use Information and then a Question.", "Information", None),
-        ("Next: restatement or paraphrasing", "Restatement or Paraphrasing", None),
-        ("Strategy: Telepathy\nRationale: why not", None, "why not"),
-        ("", None, None),
+        ('{"rationale": "Learn more first.", "strategy": "Question"}', ("Question", "Learn more first.")),
+        ('{"rationale": "  name   it ", "strategy": "Reflection of feelings"}', ("Reflection of feelings", "name it")),
+        # The issue's example: free text that a regex once read as "Providing Suggestions". Not JSON: no choice.
+        ("I would not use Providing Suggestions yet; use Question.", None),
+        ("Strategy: Question\nRationale: Learn more first.", None),
+        ('{"rationale": "x", "strategy": "question"}', None),  # names are exact: no loose matching, no aliases
+        ('{"rationale": "x", "strategy": "Telepathy"}', None),
+        ('{"rationale": "", "strategy": "Question"}', None),
+        ('{"strategy": "Question"}', None),
+        ('["Question"]', None),
+        ("", None),
     ],
 )
-def test_parse_counselor(answer: str, strategy: str | None, rationale: str | None) -> None:
-    assert parse_counselor(answer, CATALOGUE) == (strategy, rationale)
+def test_parse_choice_accepts_only_an_exact_structured_answer(answer: str, choice: tuple[str, str] | None) -> None:
+    assert parse_choice(answer, CATALOGUE) == choice
+
+
+def test_counselor_format_is_a_strict_json_schema_over_the_catalogue() -> None:
+    form = counselor_format(CATALOGUE)
+    assert form["type"] == "json_schema" and form["json_schema"]["strict"] is True
+    schema = form["json_schema"]["schema"]
+    assert schema["properties"]["strategy"] == {"type": "string", "enum": CATALOGUE.names}
+    assert schema["additionalProperties"] is False and schema["required"] == ["rationale", "strategy"]
 
 
 @pytest.mark.parametrize(
@@ -79,12 +86,21 @@ def test_prompts_carry_profile_strategy_and_history_without_leaking_the_situatio
     seeker = seeker_messages(scenario, turns, min_turns=6)
     # The seeker sees the chat from its side: its turns are the assistant's, after a neutral opening cue.
     assert [(m["role"], m["content"]) for m in seeker[1:]] == [
-        ("user", "Hi there."),
+        ("user", "Hello, what's on your mind today?"),
         ("assistant", "Hi."),
         ("user", "Hello, what's up?"),
     ]
     system = seeker[0]["content"]
     assert seeker[0]["role"] == "system" and scenario.situation in system and scenario.seeker.occupation in system
+    persona = scenario.model_copy(
+        update={
+            "seeker": scenario.seeker.model_copy(
+                update={"gender": "non-binary", "culture": "Osaka, Japan", "communication_style": "terse (short)"}
+            )
+        }
+    )
+    rich = seeker_messages(persona, turns, min_turns=6)[0]["content"]
+    assert "non-binary, from Osaka, Japan" in rich and "How you write: terse (short)." in rich
     assert "Do not end the chat yet." in system and "[END]" not in system
     assert "[END]" in seeker_messages(scenario, turns, min_turns=3)[0]["content"]
     assert [m["role"] for m in seeker_messages(scenario, [], min_turns=3)] == ["system", "user"]
@@ -122,7 +138,19 @@ def dialogue(*texts: str) -> list[DraftTurn]:
         (dialogue("I lost my job.", "one two three four five six seven eight nine", "Ok.", "So."), "overlong_turn"),
         (dialogue("I lost my job.", "What happened?", "What happened?!", "Hm."), "duplicate_turn"),
         (dialogue("I lost my job.", "What happened?", "They cut my team."), "too_short"),
+        # Not role confusion: ordinary openings with a colon, and role words used as ordinary words.
+        (dialogue("Good news: I passed!", "Wow, how?", "Quick thought: luck.", "Ha, sure."), None),
+        (dialogue("So many job seekers.", "That's tough.", "Update: no reply.", "Hm."), None),
+        (dialogue("I lost my job.", "As your supporter, hm.", "Ok.", "Right."), "role_confusion"),
+        (dialogue("I lost my job.", "Dear seeker, hm.", "Ok.", "Right."), "role_confusion"),
+        (dialogue("I lost my job.", "Help seeker [Question]: why?", "Ok.", "Right."), "role_confusion"),
     ],
 )
 def test_dialogue_filters(turns: list[DraftTurn], reason: str | None) -> None:
     assert dialogue_problem(turns, LIMITS) == reason
+
+
+def test_turn_checks_see_earlier_turns_for_repeats() -> None:
+    assert turn_problem("supporter", "What happened?!", LIMITS, ["I lost my job.", "what happened"]) == "duplicate_turn"
+    assert turn_problem("supporter", "What happened next?", LIMITS, ["I lost my job.", "what happened"]) is None
+    assert turn_problem("seeker", "Good news: I passed!", LIMITS) is None

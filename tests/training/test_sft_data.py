@@ -1,4 +1,5 @@
-"""SFT examples: label masking on a real tokenizer (the in-code ChatML one), context, trimming, data sources."""
+"""SFT examples on a real tokenizer (the in-code ChatML one): prompt and completion in the one format, what TRL
+trains on, context trimming, data sources, mixing weights and the ESConv valid halves."""
 
 from __future__ import annotations
 
@@ -7,19 +8,23 @@ from typing import Any
 
 import pytest
 
+from app.core.format import chat_messages
+from app.core.template import template_ids
 from tests.tiny_model import build_tokenizer
 from training.schema import Dialogue, read_jsonl
 from training.sft_data import (
-    IGNORE_INDEX,
     SftDataError,
     Target,
-    build_example,
     build_examples,
+    build_prompt_completion,
     context_messages,
     end_of_turn_ids,
     load_dialogues,
+    load_sources,
+    mix_targets,
     sample_targets,
     targets_of,
+    to_dataset,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,24 +64,13 @@ GREETED = dialogue(
 )
 
 
-def unmasked(example: Any) -> list[int]:
-    return [label for label in example.labels if label != IGNORE_INDEX]
-
-
-def test_only_the_tagged_reply_and_its_end_token_are_unmasked(tokenizer: Any) -> None:
+def test_prompt_is_what_the_server_sends_and_completion_is_the_tagged_reply_and_its_end(tokenizer: Any) -> None:
     target = Target(GREETED, 4)
-    example = build_example(tokenizer, target, SYSTEM, 4096, end_of_turn_ids(tokenizer))
+    example = build_prompt_completion(tokenizer, target, SYSTEM, 4096, end_of_turn_ids(tokenizer))
     assert example is not None
-    expected = tokenizer("[Reflection of feelings] That sounds hard.<|im_end|>", add_special_tokens=False)["input_ids"]
-    assert unmasked(example) == expected
-    # The unmasked tokens are one contiguous run, aligned with input_ids, followed only by the template's newline.
-    positions = [i for i, label in enumerate(example.labels) if label != IGNORE_INDEX]
-    assert positions == list(range(positions[0], positions[0] + len(expected)))
-    assert [example.input_ids[i] for i in positions] == expected
-    assert tokenizer.decode(example.input_ids[positions[-1] + 1 :]) == "\n"
-    # Everything before is the context rendered with the generation prompt: system, then turns without tags.
-    context = tokenizer.decode(example.input_ids[: positions[0]])
-    assert context == (
+    # The prompt: the context through the chat template with the generation prompt, earlier replies without tags.
+    assert example.prompt_ids == template_ids(tokenizer, chat_messages(context_messages(target), system_prompt=SYSTEM))
+    assert tokenizer.decode(example.prompt_ids) == (
         "<|im_start|>system\nYou are SweetieChat.<|im_end|>\n"
         "<|im_start|>assistant\nHi, how are you?<|im_end|>\n"
         "<|im_start|>user\nI feel sad today.<|im_end|>\n"
@@ -84,7 +78,32 @@ def test_only_the_tagged_reply_and_its_end_token_are_unmasked(tokenizer: Any) ->
         "<|im_start|>user\nMy exam went badly.<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
-    assert len(example.labels) == len(example.input_ids)
+    # The completion: "[Strategy] reply" and the end-of-turn token, nothing after it (the template's newline).
+    expected = tokenizer("[Reflection of feelings] That sounds hard.<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert example.completion_ids == expected
+    row = example.row()
+    assert row["input_ids"] == example.prompt_ids + expected
+    assert row["completion_mask"] == [0] * len(example.prompt_ids) + [1] * len(expected)
+
+
+@pytest.mark.slow  # builds a tiny model for the trainer (a few seconds; more on a busy machine)
+def test_trl_trains_on_the_completion_only(tokenizer: Any, tmp_path: Path) -> None:
+    """What SFTTrainer makes of the rows: the same input ids, labels -100 on the prompt, the completion as is."""
+    from trl import SFTConfig, SFTTrainer
+
+    from tests.tiny_model import build_tiny_llama
+
+    folder = build_tiny_llama(tmp_path / "tiny")
+    examples, _ = build_examples(tokenizer, targets_of([GREETED]), SYSTEM, 4096)
+    args = SFTConfig(
+        output_dir=str(tmp_path / "run"), completion_only_loss=True, max_length=4096, report_to="none", use_cpu=True
+    )
+    trainer = SFTTrainer(model=str(folder), args=args, train_dataset=to_dataset(examples), processing_class=tokenizer)
+    prepared = list(trainer.train_dataset)
+    assert len(prepared) == len(examples) == 2
+    for row, example in zip(prepared, examples, strict=True):
+        assert row["input_ids"] == example.prompt_ids + example.completion_ids
+        assert row["labels"] == [-100] * len(example.prompt_ids) + example.completion_ids
 
 
 def test_a_greeting_is_context_only_and_every_answer_is_a_target() -> None:
@@ -97,16 +116,18 @@ def test_a_greeting_is_context_only_and_every_answer_is_a_target() -> None:
 def test_long_context_drops_whole_oldest_turns_but_keeps_the_system_prompt(tokenizer: Any) -> None:
     target = Target(GREETED, 4)
     end_ids = end_of_turn_ids(tokenizer)
-    full = build_example(tokenizer, target, SYSTEM, 4096, end_ids)
+    full = build_prompt_completion(tokenizer, target, SYSTEM, 4096, end_ids)
     assert full is not None
+    length = len(full.input_ids)
+    assert build_prompt_completion(tokenizer, target, SYSTEM, length, end_ids) == full  # exactly fits
     # Room for the system prompt, the last seeker turn and the target, but not the rest.
-    trimmed = build_example(tokenizer, target, SYSTEM, len(full.input_ids) - 1, end_ids)
+    trimmed = build_prompt_completion(tokenizer, target, SYSTEM, length - 1, end_ids)
     assert trimmed is not None and trimmed.dropped_turns > 0
-    assert unmasked(trimmed) == unmasked(full)
+    assert trimmed.completion_ids == full.completion_ids
     text = tokenizer.decode(trimmed.input_ids)
     assert text.startswith("<|im_start|>system\nYou are SweetieChat.<|im_end|>\n<|im_start|>user\n")
     assert "Hi, how are you?" not in text and "My exam went badly." in text
-    assert build_example(tokenizer, target, SYSTEM, 10, end_ids) is None
+    assert build_prompt_completion(tokenizer, target, SYSTEM, 10, end_ids) is None
 
 
 def test_build_examples_on_the_bundled_samples_counts_what_it_skips(tokenizer: Any) -> None:
@@ -118,11 +139,29 @@ def test_build_examples_on_the_bundled_samples_counts_what_it_skips(tokenizer: A
     assert stats.targets == 40 and stats.examples == len(examples) == 40 - stats.skipped_too_long
     assert stats.truncated_context > 0  # 384 tokens is shorter than many full contexts
     assert all(len(e.input_ids) <= 384 for e in examples)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     for example in examples:
-        reply = unmasked(example)
-        assert tokenizer.decode(reply).startswith("[") and reply[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+        completion = example.completion_ids
+        assert tokenizer.decode(completion).startswith("[") and completion[-1] == end and end not in completion[:-1]
     assert sum(stats.strategies.values()) == stats.examples
-    assert stats.target_tokens == sum(e.target_tokens for e in examples)
+    assert stats.target_tokens == sum(len(e.completion_ids) for e in examples)
+
+
+def test_weights_multiply_each_sources_share() -> None:
+    dialogues = read_jsonl(SAMPLES)
+    first, second = targets_of(dialogues[:10]), targets_of(dialogues[10:])
+    mixed = mix_targets([first, second], [2.0, 0.5], seed=0)
+    assert mixed == mix_targets([first, second], [2.0, 0.5], seed=0)  # seeded
+    counts = {id(t): 0 for t in first + second}
+    for target in mixed:
+        counts[id(target)] += 1
+    assert all(counts[id(t)] == 2 for t in first)  # every turn of the first source twice
+    assert sum(counts[id(t)] for t in second) == round(len(second) / 2)  # a seeded half of the second, once
+    assert max(counts[id(t)] for t in second) == 1
+    assert mix_targets([first, second], [1.0, 0.0], seed=0) != first  # shuffled
+    assert sorted(map(id, mix_targets([first, second], [1.0, 0.0], seed=0))) == sorted(map(id, first))
+    with pytest.raises(SftDataError, match="one weight per source"):
+        mix_targets([first, second], [1.0], seed=0)
 
 
 def test_missing_data_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -148,3 +187,9 @@ def test_esconv_shorthand_imports_from_the_shared_folder(esconv_dir: Path) -> No
     dialogues = load_dialogues(["esconv:valid"])
     assert len(dialogues) == 195 and all(d.source == "esconv" for d in dialogues)
     assert len(targets_of(dialogues)) > 1000
+    # valid-dev (eval loss, checkpoint choice) and valid-test (final evaluation) split valid by dialogue.
+    dev, test = load_sources(["esconv:valid-dev", "esconv:valid-test"])
+    dev_ids, test_ids = {d.id for d in dev.dialogues}, {d.id for d in test.dialogues}
+    assert not dev_ids & test_ids and dev_ids | test_ids == {d.id for d in dialogues}
+    assert 0.4 < len(dev_ids) / len(dialogues) < 0.6
+    assert dev.files == (esconv_dir / "valid.jsonl",) == test.files
