@@ -13,6 +13,11 @@ HTTP client. Besides the request row (``POST /v1/chat/completions``, full stream
 A request fails on a non-200 status, an in-band error event, a stream that ends without ``data: [DONE]``, a
 ``session_id`` that does not echo the one sent, or a ``turn`` number that does not advance within the session.
 
+A second, lighter user (``ResponsesSeeker``, one in four) holds the same kind of conversation through the Responses
+API: each turn streams ``POST /v1/responses`` with ``previous_response_id`` (the server keeps the chain); it fails on
+a non-200 status, an ``error`` or ``response.failed`` event, or a stream without ``response.completed`` /
+``response.incomplete``. Its rows are named ``/v1/responses`` and ``responses``.
+
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8000                  # web UI on :8089
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless -u 16 -r 4 -t 2m --csv out/run
 
@@ -30,6 +35,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -47,6 +53,7 @@ API_KEY = os.environ.get("SWEETIE_API_KEY", "")
 LEDGER = os.environ.get("SWEETIE_LEDGER", "")
 MIN_TURNS, MAX_TURNS = 3, 6
 CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 
 
 class SSEDecoder:
@@ -86,9 +93,11 @@ class StreamResult:
     error: str | None = None
     session_id: str | None = None
     turn: int | None = None
+    response_id: str | None = None
+    finished: float = 0.0
 
     def handle(self, payload: str, now: float) -> None:
-        """Account for one ``data`` payload."""
+        """Account for one ``data`` payload (a chat chunk, or a typed Responses event)."""
         if payload == "[DONE]":
             self.done = True
             return
@@ -96,6 +105,9 @@ class StreamResult:
             body: dict[str, Any] = json.loads(payload)
         except json.JSONDecodeError:
             self.error = f"undecodable event: {payload[:80]!r}"
+            return
+        if isinstance(body.get("type"), str):
+            self.handle_response_event(body, now)
             return
         if "error" in body:
             error = body["error"] if isinstance(body["error"], dict) else {"message": body["error"]}
@@ -109,6 +121,18 @@ class StreamResult:
             if (choice.get("delta") or {}).get("content"):
                 self.token_times.append(now)
 
+    def handle_response_event(self, event: dict[str, Any], now: float) -> None:
+        kind = event["type"]
+        if kind == "response.output_text.delta" and event.get("delta"):
+            self.token_times.append(now)
+        elif kind in ("response.completed", "response.incomplete"):
+            response = event.get("response") or {}
+            self.done, self.response_id = True, response.get("id")
+            self.completion_tokens = int((response.get("usage") or {}).get("output_tokens", 0))
+        elif kind in ("error", "response.failed"):
+            error = event if kind == "error" else (event.get("response") or {}).get("error") or {}
+            self.error = f"{kind}: {error.get('code')}: {error.get('message')}"
+
     @property
     def tokens(self) -> int:
         """Completion tokens: the server's usage count, else the number of content chunks."""
@@ -118,6 +142,7 @@ class StreamResult:
 class SupportSeeker(HttpUser):  # type: ignore[misc]  # locust is not followed by mypy (pyproject)
     """One person in a multi-turn support conversation; starts a new session after 3-6 turns."""
 
+    weight = 3
     wait_time = between(THINK_MIN, THINK_MAX)
 
     def on_start(self) -> None:
@@ -138,9 +163,6 @@ class SupportSeeker(HttpUser):  # type: ignore[misc]  # locust is not followed b
             self.new_session()  # a failed turn commits nothing server-side; start clean rather than guess
 
     def send(self, message: str) -> bool:
-        headers = {"X-Session-Id": self.session_id, "Accept": "text/event-stream"}
-        if API_KEY:
-            headers["Authorization"] = f"Bearer {API_KEY}"
         body = {
             "model": MODEL,
             "messages": [{"role": "user", "content": message}],
@@ -148,13 +170,28 @@ class SupportSeeker(HttpUser):  # type: ignore[misc]  # locust is not followed b
             "stream_options": {"include_usage": True},
             "max_tokens": MAX_TOKENS,
         }
+        result, problem = self.post_stream(CHAT_PATH, body, {"X-Session-Id": self.session_id}, self.problem)
+        if problem is None:
+            self.record(message, result.turn)
+        self.report(result, result.finished)
+        return problem is None
+
+    def post_stream(
+        self, path: str, body: dict[str, Any], headers: dict[str, str], judge: Callable[[StreamResult], str | None]
+    ) -> tuple[StreamResult, str | None]:
+        """POST one streaming request, read its SSE events into a :class:`StreamResult`, and mark the Locust request
+        failed with ``judge``'s problem (None: success). Returns the result and the problem."""
+        headers = {**headers, "Accept": "text/event-stream"}
+        if API_KEY:
+            headers["Authorization"] = f"Bearer {API_KEY}"
         result = StreamResult(started=time.perf_counter())
         with self.client.post(
-            CHAT_PATH, json=body, headers=headers, stream=True, catch_response=True, name=CHAT_PATH, timeout=300
+            path, json=body, headers=headers, stream=True, catch_response=True, name=path, timeout=300
         ) as response:
             if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {_error_message(response.text)}")
-                return False
+                refused = f"HTTP {response.status_code}: {_error_message(response.text)}"
+                response.failure(refused)
+                return result, refused
             decoder = SSEDecoder()
             try:
                 for chunk in response.iter_content(chunk_size=None):
@@ -163,16 +200,14 @@ class SupportSeeker(HttpUser):  # type: ignore[misc]  # locust is not followed b
                         result.handle(payload, now)
             except RequestException as exc:
                 result.error = f"stream broke: {type(exc).__name__}"
-            finished = time.perf_counter()
-            response.request_meta["response_time"] = (finished - result.started) * 1000
-            problem = self.problem(result)
+            result.finished = time.perf_counter()
+            response.request_meta["response_time"] = (result.finished - result.started) * 1000
+            problem = judge(result)
             if problem:
                 response.failure(problem)
             else:
                 response.success()
-                self.record(message, result.turn)
-        self.report(result, finished)
-        return problem is None
+        return result, problem
 
     def record(self, message: str, turn: int | None) -> None:
         """Append a confirmed turn to the ledger (when ``SWEETIE_LEDGER`` is set)."""
@@ -193,23 +228,24 @@ class SupportSeeker(HttpUser):  # type: ignore[misc]  # locust is not followed b
             self.last_server_turn = result.turn
         return None
 
-    def report(self, result: StreamResult, finished: float) -> None:
+    def report(self, result: StreamResult, finished: float, name: str = "chat") -> None:
         fire = self.environment.events.request.fire
         times = result.token_times
         if times:
             ttft = (times[0] - result.started) * 1000
+            turn = "first turn" if self.turn == 0 else "later turn"
             fire(
                 request_type="TTFT",
-                name="first turn" if self.turn == 0 else "later turn",
+                name=turn if name == "chat" else f"{name} {turn}",
                 response_time=ttft,
                 response_length=0,
             )
         for before, after in pairwise(times):
-            fire(request_type="ITL", name="chat", response_time=(after - before) * 1000, response_length=0)
+            fire(request_type="ITL", name=name, response_time=(after - before) * 1000, response_length=0)
         elapsed = finished - result.started
         if result.tokens and elapsed > 0:
             rate = result.tokens / elapsed
-            fire(request_type="TOKENS_PER_S", name="chat", response_time=rate, response_length=result.tokens)
+            fire(request_type="TOKENS_PER_S", name=name, response_time=rate, response_length=result.tokens)
 
 
 def _error_message(text: str) -> str:
@@ -219,3 +255,27 @@ def _error_message(text: str) -> str:
         return f"{error.get('code') or error.get('type')}: {error.get('message')}"
     except (ValueError, KeyError, TypeError):
         return text[:120]
+
+
+class ResponsesSeeker(SupportSeeker):
+    """The same conversation through the Responses API: each turn continues the previous response."""
+
+    weight = 1
+
+    def new_session(self) -> None:
+        super().new_session()
+        self.previous: str | None = None
+
+    def send(self, message: str) -> bool:
+        body: dict[str, Any] = {"model": MODEL, "input": message, "stream": True, "max_output_tokens": MAX_TOKENS}
+        if self.previous:
+            body["previous_response_id"] = self.previous
+        result, problem = self.post_stream(RESPONSES_PATH, body, {}, self.completed)
+        if problem is None:
+            self.previous = result.response_id
+        self.report(result, result.finished, name="responses")
+        return problem is None
+
+    @staticmethod
+    def completed(result: StreamResult) -> str | None:
+        return result.error or (None if result.done else "stream ended without response.completed")

@@ -32,6 +32,7 @@ from tests.conftest import TINY_MODEL
 from tests.server_process import ServerProcess
 
 CHAT = "/v1/chat/completions"
+RESPONSES = "/v1/responses"
 MAX_TOKENS = 16
 CHAT_EXAMPLES = int(os.environ.get("SWEETIE_FUZZ_EXAMPLES", "300"))
 OTHER_EXAMPLES = max(10, CHAT_EXAMPLES // 5)
@@ -40,21 +41,26 @@ CHECKS = [not_a_server_error, response_schema_conformance]
 
 def cap_generation(case: Any, mode: GenerationMode) -> None:
     """Keep replies short; in positive mode, name the served model so requests reach the engine."""
-    if case.path != CHAT or not isinstance(case.body, dict):
+    if case.path not in (CHAT, RESPONSES) or case.method.upper() != "POST" or not isinstance(case.body, dict):
         return
     if mode is GenerationMode.POSITIVE and isinstance(case.body.get("model"), str):
         case.body["model"] = TINY_MODEL
-    for key in ("max_tokens", "max_completion_tokens"):
+    keys = ("max_tokens", "max_completion_tokens") if case.path == CHAT else ("max_output_tokens",)
+    for key in keys:
         value = case.body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and MAX_TOKENS < value < 2**31:
             case.body[key] = MAX_TOKENS  # huge or invalid values still go through, the server must reject them
-    if "max_tokens" not in case.body and "max_completion_tokens" not in case.body:
-        case.body["max_tokens"] = MAX_TOKENS
+    if not any(key in case.body for key in keys):
+        case.body[keys[0]] = MAX_TOKENS
+    if case.body.get("ignore_eos") is True:
+        case.body["ignore_eos"] = False  # with ignore_eos a reply would run to the model's whole context
 
 
 def fuzz_operation(operation: Any, mode: GenerationMode, base_url: str) -> str | None:
     """Run one operation in one mode; return the (shrunk) failure report, or None."""
-    examples = CHAT_EXAMPLES if operation.path == CHAT else OTHER_EXAMPLES
+    examples = (
+        CHAT_EXAMPLES if operation.path in (CHAT, RESPONSES) and operation.method.upper() == "POST" else OTHER_EXAMPLES
+    )
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
