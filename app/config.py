@@ -52,20 +52,58 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(30.0, gt=0, description="Longest wait for a slot before a 429.")
     drain_grace_s: float = Field(30.0, ge=0, description="On SIGTERM: how long in-flight streams may finish.")
 
+    # Per-tenant limits: a key line's own values (`key tenant rpm=60 ...`) win over these, which apply to every
+    # other tenant. Unset rpm/tpm/max_sessions: no limit. See app/chat/tenants.py and README "API keys and tenants".
+    fair_admission: bool = Field(
+        True,
+        description="Per-tenant stream/queue caps and a round-robin queue across tenants; false: one first-come queue.",
+    )
+    tenant_rpm: int | None = Field(None, ge=1, description="Requests per minute per tenant (all replicas together).")
+    tenant_tpm: int | None = Field(
+        None, ge=1, description="Prompt + completion tokens per minute per tenant (all replicas together)."
+    )
+    tenant_max_streams: int | None = Field(
+        None,
+        ge=1,
+        description="Generations at once per tenant and replica (default: the whole pool with one tenant, else half).",
+    )
+    tenant_max_queued: int | None = Field(
+        None,
+        ge=0,
+        description="Requests waiting per tenant and replica (default: like tenant_max_streams, of max_queued).",
+    )
+    tenant_max_sessions: int | None = Field(None, ge=1, description="Live stored sessions per tenant.")
+
     redis_url: str | None = Field(
         None, description="Session store, e.g. redis://redis:6379/0. Unset: in-process store (one replica only)."
     )
     redis_timeout_s: float = Field(0.5, gt=0, description="Redis connect/operation timeout; beyond it: 503.")
     session_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Sliding expiry of idle sessions, in seconds.")
+    response_ttl_s: int = Field(
+        30 * 24 * 3600, ge=1, description="How long a stored response (Responses API) can be retrieved or continued."
+    )
     session_max_turns: int = Field(200, ge=1, description="Most turns kept per session (oldest dropped).")
     session_lock_wait_s: float = Field(2.0, ge=0, description="How long a turn waits for a busy session (then 409).")
     session_lock_ttl_s: float = Field(300.0, gt=0, description="Lock expiry, above the longest turn.")
     session_block_turns: int = Field(4, ge=1, description="Prompt trimming drops oldest turns in blocks of this.")
 
     api_keys: str | None = Field(
-        None, description="Comma-separated key:tenant pairs. Set (or api_keys_file): /v1/* requires a Bearer key."
+        None, description="Comma-separated 'key:tenant [limit=N ...]' entries. Set: /v1/* needs a Bearer key."
     )
-    api_keys_file: Path | None = Field(None, description="File with one 'key tenant' (or 'key') per line; # comments.")
+    api_keys_file: Path | None = Field(
+        None,
+        description="File with one 'key [tenant] [rpm=N tpm=N max_streams=N max_queued=N max_sessions=N]' per line; "
+        "# comments. Reloaded on SIGHUP.",
+    )
 
     strategies_file: Path | None = Field(None, description="Strategy catalogue YAML (default: the ESConv eight).")
     safety_policy_file: Path | None = Field(None, description="Crisis safety policy YAML (default: shipped policy).")
+    safety_screen: Literal["learned", "lexical"] = Field(
+        "learned", description="Crisis screen: the shipped learned classifier, or the lexical rules."
+    )
+    escalation_stream: str = Field(
+        "sweetie:escalations",
+        min_length=1,
+        description="Redis stream that gets a text-free event per high-risk turn (without Redis: a log line).",
+    )
+    escalation_maxlen: int = Field(100_000, ge=100, description="Approximate cap on the escalation stream's length.")

@@ -9,6 +9,7 @@ the in-process engine) are exported next to ours. Names are documented in README
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from contextvars import ContextVar
@@ -77,6 +78,8 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
 
 SAFETY_FLAGS = Counter("sweetie_safety_screens", "User messages screened, by risk level.", ["level"])
 STRATEGIES = Counter("sweetie_strategies", "Replies by support strategy ('none' when there was none).", ["strategy"])
+ESCALATIONS = Counter("sweetie_escalations", "High-risk turns reported for follow-up (Redis stream or log).")
+ESCALATION_ERRORS = Counter("sweetie_escalation_errors", "High-risk events the Redis stream did not take (logged).")
 COUNSELOR_INVALID = Counter(
     "sweetie_counselor_invalid", "Counselor picks that named no catalogue strategy (the turn went on without one)."
 )
@@ -99,3 +102,29 @@ def observe_store_op(op: str, seconds: float, ok: bool) -> None:
 
 QUEUED = Gauge("sweetie_queued_requests", "Requests waiting for a generation slot (admission control).")
 REJECTED = Counter("sweetie_rejected_requests", "Requests refused before generation, by reason.", ["reason"])
+
+# Per tenant. The label is a hash prefix (tenant names may be customer names; never the API key), and at most
+# TENANT_LABEL_LIMIT distinct tenants get their own label: later ones share "other", so a key file with thousands
+# of tenants cannot blow up the metric's cardinality.
+TENANT_LABEL_LIMIT = 100
+TENANT_ADMITTED = Counter("sweetie_tenant_admitted", "Requests given a generation slot, by tenant.", ["tenant"])
+TENANT_REJECTED = Counter(
+    "sweetie_tenant_rejected", "Requests refused before generation, by tenant and reason.", ["tenant", "reason"]
+)
+TENANT_TOKENS = Counter(
+    "sweetie_tenant_tokens", "Tokens of finished requests, by tenant and kind (prompt, completion).", ["tenant", "kind"]
+)
+RATE_LIMITER_FALLBACKS = Counter(
+    "sweetie_rate_limiter_fallbacks", "Rate-limit decisions made in this process because Redis did not answer."
+)
+_tenant_labels: dict[str, str] = {}
+
+
+def tenant_label(tenant: str) -> str:
+    """The tenant's metric label: the first 8 hex digits of sha256(tenant), or ``other`` past the cap."""
+    label = _tenant_labels.get(tenant)
+    if label is None:
+        if len(_tenant_labels) >= TENANT_LABEL_LIMIT:
+            return "other"
+        label = _tenant_labels[tenant] = hashlib.sha256(tenant.encode()).hexdigest()[:8]
+    return label

@@ -6,10 +6,15 @@ syntax) and raises :class:`ConfigError` naming what to fix; only then :func:`loa
 the engine (seconds to minutes). The engine loads before the server accepts connections, as ``vllm serve`` does;
 Kubernetes covers that window with a startupProbe. Tests may hand in ready-made components (a fake engine for
 API-layer unit tests).
+
+Key rotation: SIGHUP re-reads the API keys (:func:`reload_api_keys`) and swaps keys and tenant limits in one step;
+a malformed file keeps the old keys and logs why (the file, line and field; never a key).
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,14 +25,19 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from redis.asyncio.connection import parse_url
 
-from app.api import chat, health, models, sessions
-from app.api.auth import ApiKeyError, ApiKeyMiddleware, parse_api_keys
+from app.api import chat, conversations, health, models, responses, sessions
+from app.api.auth import ApiKeyError, ApiKeyMiddleware, ApiKeys, KeyTable, parse_api_keys
 from app.api.errors import install_error_handlers
 from app.api.middleware import DrainGate, RequestContextMiddleware
 from app.chat.admission import Admission
+from app.chat.conversations import ConversationService
 from app.chat.prompt import PromptRenderer, load_tokenizer
+from app.chat.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.chat.safety import LexicalSafetyScreen, SafetyPolicy, SafetyScreen
+from app.chat.safety.classifier import LearnedSafetyScreen, SafetyModelError
+from app.chat.safety.escalation import Escalations, LogEscalations, RedisEscalations
 from app.chat.strategy import Counselor
+from app.chat.tenants import TenantDirectory, TenantLimits
 from app.chat.turn import ChatPipeline, TurnOptions
 from app.config import Settings
 from app.core.manifest import Manifest, ManifestError, find_manifest
@@ -51,10 +61,12 @@ class Config:
 
     settings: Settings
     manifest: Manifest
-    api_keys: dict[str, str]
+    api_keys: ApiKeys
     catalogue: StrategyCatalogue
     policy: SafetyPolicy
     screen: SafetyScreen
+    tenants: TenantDirectory
+    """Every tenant's limits (key lines over settings over a share of the pool); reloads update it."""
 
 
 @dataclass
@@ -87,7 +99,27 @@ def check_config(settings: Settings, manifest: Manifest | None = None) -> Config
             parse_url(settings.redis_url)
         except ValueError as exc:
             raise ConfigError(f"SWEETIE_REDIS_URL: {exc}") from None
-    return Config(settings, manifest, api_keys, catalogue, policy, LexicalSafetyScreen())
+    try:
+        screen: SafetyScreen = (
+            LearnedSafetyScreen.load() if settings.safety_screen == "learned" else LexicalSafetyScreen()
+        )
+    except SafetyModelError as exc:
+        raise ConfigError(f"SWEETIE_SAFETY_SCREEN=learned: {exc}") from None
+    max_inflight = settings.max_inflight or manifest.engine.max_num_seqs
+    tenants = TenantDirectory(
+        configured=TenantLimits(
+            rpm=settings.tenant_rpm,
+            tpm=settings.tenant_tpm,
+            max_streams=settings.tenant_max_streams,
+            max_queued=settings.tenant_max_queued,
+            max_sessions=settings.tenant_max_sessions,
+        ),
+        max_inflight=max_inflight,
+        max_queued=max_inflight if settings.max_queued is None else settings.max_queued,
+        limits=api_keys.limits,
+        tenants=api_keys.tenant_names,
+    )
+    return Config(settings, manifest, api_keys, catalogue, policy, screen, tenants)
 
 
 def load_components(config: Config) -> Components:
@@ -106,42 +138,79 @@ def load_components(config: Config) -> Components:
         kv_cache_gb=settings.kv_cache_gb,
         max_model_len=settings.max_model_len,
         seed=settings.seed,
+        drain_s=settings.drain_grace_s,
     )
     return Components(manifest=manifest, engine=engine, renderer=renderer)
 
 
-def build_store(settings: Settings) -> SessionStore:
-    """Redis when ``SWEETIE_REDIS_URL`` is set, else the in-process store (one replica only)."""
+def build_store(settings: Settings, tenants: TenantDirectory | None = None) -> SessionStore:
+    """Redis when ``SWEETIE_REDIS_URL`` is set, else the in-process store (one replica only); ``tenants`` gives
+    the live-session quotas."""
+    quota = tenants.max_sessions if tenants is not None else None
     if settings.redis_url:
         return RedisSessionStore.from_url(
             settings.redis_url,
             connect_timeout_s=settings.redis_timeout_s,
             op_timeout_s=settings.redis_timeout_s,
             ttl_s=settings.session_ttl_s,
+            response_ttl_s=settings.response_ttl_s,
             max_turns=settings.session_max_turns,
             on_op=observe_store_op,
+            session_quota=quota,
         )
     return MemorySessionStore(
-        ttl_s=settings.session_ttl_s, max_turns=settings.session_max_turns, on_op=observe_store_op
+        ttl_s=settings.session_ttl_s,
+        response_ttl_s=settings.response_ttl_s,
+        max_turns=settings.session_max_turns,
+        on_op=observe_store_op,
+        session_quota=quota,
     )
 
 
-def build_pipeline(config: Config, parts: Components, store: SessionStore) -> ChatPipeline:
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    """rpm/tpm in Redis when ``SWEETIE_REDIS_URL`` is set (shared by replicas), else in this process."""
+    if settings.redis_url:
+        return RedisRateLimiter.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    return MemoryRateLimiter()
+
+
+def build_escalations(settings: Settings) -> Escalations:
+    """The Redis stream when Redis is configured, else structured log lines."""
+    if settings.redis_url:
+        return RedisEscalations.from_url(
+            settings.redis_url,
+            stream=settings.escalation_stream,
+            maxlen=settings.escalation_maxlen,
+            timeout_s=settings.redis_timeout_s,
+        )
+    return LogEscalations()
+
+
+def build_pipeline(
+    config: Config,
+    parts: Components,
+    store: SessionStore,
+    escalations: Escalations,
+    limiter: RateLimiter | None = None,
+) -> ChatPipeline:
     settings = config.settings
-    max_inflight = settings.max_inflight or parts.manifest.engine.max_num_seqs
     return ChatPipeline(
         engine=parts.engine,
         renderer=parts.renderer,
         manifest=parts.manifest,
         catalogue=config.catalogue,
-        counselor=Counselor(parts.engine, parts.renderer.tokenizer, config.catalogue),
+        counselor=Counselor(parts.engine, parts.renderer, config.catalogue),
         screen=config.screen,
-        policy=config.policy,
+        policy=config.policy.with_high_action(parts.manifest.safety_high_action),
         store=store,
+        escalations=escalations,
         admission=Admission(
-            max_inflight=max_inflight,
-            max_queued=max_inflight if settings.max_queued is None else settings.max_queued,
+            max_inflight=config.tenants.max_inflight,
+            max_queued=config.tenants.max_queued,
             queue_timeout_s=settings.queue_timeout_s,
+            tenants=config.tenants,
+            limiter=limiter,
+            fair=settings.fair_admission,
         ),
         options=TurnOptions(
             max_messages=settings.max_messages,
@@ -152,6 +221,44 @@ def build_pipeline(config: Config, parts: Components, store: SessionStore) -> Ch
             log_content=settings.log_content,
         ),
     )
+
+
+def reload_api_keys(settings: Settings, table: KeyTable, tenants: TenantDirectory) -> bool:
+    """Re-read the API keys and swap keys and tenant limits in one step (SIGHUP). A malformed file, or one that
+    would leave no keys (opening the API to everyone), keeps the old keys; either way one log line says what
+    happened, with counts and reasons, never a key. True if the new keys are in force."""
+    old = table.keys
+    try:
+        new = parse_api_keys(settings.api_keys, settings.api_keys_file)
+    except ApiKeyError as exc:
+        log.error("api_keys_reload_failed", reason=str(exc), kept_keys=len(old.tenants))
+        return False
+    if old and not new:
+        log.error(
+            "api_keys_reload_failed",
+            reason="the reloaded configuration has no keys, which would open /v1 to everyone",
+            kept_keys=len(old.tenants),
+        )
+        return False
+    table.replace(new)
+    tenants.update(new.limits, new.tenant_names)  # no await between the two: no request sees half a reload
+    log.info(
+        "api_keys_reloaded",
+        keys=len(new.tenants),
+        tenants=len(new.tenant_names),
+        added=len(new.tenants.keys() - old.tenants.keys()),
+        removed=len(old.tenants.keys() - new.tenants.keys()),
+    )
+    return True
+
+
+def _on_sighup(settings: Settings, table: KeyTable, tenants: TenantDirectory) -> bool:
+    """Reload the keys on SIGHUP; False where signals cannot be handled (not the main thread, e.g. tests)."""
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_api_keys, settings, table, tenants)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 async def _check_store(store: SessionStore, settings: Settings) -> None:
@@ -179,19 +286,26 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
 def build_app(settings: Settings, components: Components | None = None, config: Config | None = None) -> FastAPI:
     """Create the FastAPI app; the lifespan starts and stops the engine and the session store.
 
-    ``app.state`` then holds one object per resource: ``pipeline``, ``store``, ``engine``, ``manifest`` and
-    ``admission`` (the typed dependencies in ``app/api/deps.py`` read them).
+    ``app.state`` then holds one object per resource: ``pipeline``, ``store``, ``conversations``, ``engine``,
+    ``manifest`` and ``admission`` (the typed dependencies in ``app/api/deps.py`` read them).
     """
     config = config or check_config(settings, components.manifest if components else None)
+    keys = KeyTable(config.api_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         parts = components or load_components(config)
-        store = build_store(settings)
-        pipeline = build_pipeline(config, parts, store)
+        store = build_store(settings, config.tenants)
+        escalations = build_escalations(settings)
+        pipeline = build_pipeline(config, parts, store, escalations, build_rate_limiter(settings))
+        reloads = _on_sighup(settings, keys, config.tenants)
         state = app.state
+        state.keys = keys
         state.pipeline, state.store, state.engine = pipeline, store, parts.engine
         state.manifest, state.admission = parts.manifest, pipeline.admission
+        state.conversations = ConversationService(
+            store, lock_wait_s=settings.session_lock_wait_s, lock_ttl_s=settings.session_lock_ttl_s
+        )
         await _check_store(store, settings)
         if not config.api_keys:
             log.warning("open_dev_mode", detail="no API keys configured: /v1 is open and all callers share a tenant")
@@ -200,6 +314,10 @@ def build_app(settings: Settings, components: Components | None = None, config: 
             yield
         finally:
             pipeline.admission.draining = True
+            if reloads:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            await pipeline.admission.close()
+            await escalations.close()
             await store.close()
             await parts.engine.close()
             log.info("stopped")
@@ -213,10 +331,12 @@ def build_app(settings: Settings, components: Components | None = None, config: 
     install_error_handlers(app)
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     app.include_router(chat.router)
+    app.include_router(responses.router)
+    app.include_router(conversations.router)
     app.include_router(models.router)
     app.include_router(sessions.router)
     app.include_router(health.router)
     app.add_middleware(DrainGate)
-    app.add_middleware(ApiKeyMiddleware, keys=config.api_keys)
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     return app

@@ -42,7 +42,11 @@ class ServerProcess:
     def start(self, timeout: float = 600.0) -> ServerProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", *self.args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            [sys.executable, "-m", "app", *self.args],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

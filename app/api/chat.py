@@ -18,7 +18,7 @@ from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from app.api.deps import CallerDep, PipelineDep
-from app.api.errors import to_api_error
+from app.api.errors import rate_limit_headers, to_api_error
 from app.api.protocol import (
     ChatCompletionChoice,
     ChatCompletionMessage,
@@ -54,12 +54,13 @@ async def create_chat_completion(
     body: ChatCompletionRequest, pipeline: PipelineDep, caller: CallerDep
 ) -> JSONResponse | EventSourceResponse:
     turn = await pipeline.start(body.to_turn_request(), caller)
+    headers = rate_limit_headers(turn.rate_limits)  # the tenant's rpm/tpm budgets, as OpenAI sends them
     if body.stream:
         # The background task frees the slot and session lock even if the stream never started (client gone).
         events = stream(turn, body.include_usage)
-        return EventSourceResponse(events, ping=15, sep="\n", background=BackgroundTask(turn.close))
+        return EventSourceResponse(events, ping=15, sep="\n", headers=headers, background=BackgroundTask(turn.close))
     response = await complete(turn)
-    return JSONResponse(response.model_dump(exclude_none=True))
+    return JSONResponse(response.model_dump(exclude_none=True), headers=headers)
 
 
 DONE = "[DONE]"
@@ -104,8 +105,7 @@ async def stream(turn: Turn, include_usage: bool) -> AsyncIterator[str]:
         return body.model_dump_json(exclude_none=True)
 
     try:
-        planned = None if turn.plan.parse_tags else turn.plan.strategy
-        first = DeltaMessage(role="assistant", content="", strategy=planned)
+        first = DeltaMessage(role="assistant", content="", strategy=turn.planned_strategy)
         yield chunk([ChatCompletionStreamChoice(index=c.index, delta=first) for c in turn.choices])
         try:
             async for reply in turn.replies():

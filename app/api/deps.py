@@ -1,6 +1,6 @@
 """Typed dependencies: one per resource on ``app.state``, plus the caller's identity.
 
-``build_app``'s lifespan puts ``pipeline``, ``store``, ``engine``, ``manifest`` and ``admission`` on
+``build_app``'s lifespan puts ``pipeline``, ``store``, ``conversations``, ``engine``, ``manifest`` and ``admission`` on
 ``app.state``; before that (the model is loading) every dependency answers 503.
 """
 
@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 from app.api.auth import OPEN_TENANT
 from app.api.errors import ServiceUnavailableError
 from app.chat.admission import Admission
+from app.chat.conversations import ConversationService
 from app.chat.turn import Caller, ChatPipeline
 from app.core.manifest import Manifest
 from app.engine.base import Engine
@@ -46,6 +47,11 @@ def get_manifest(request: Request) -> Manifest:
     return manifest
 
 
+def get_conversations(request: Request) -> ConversationService:
+    conversations: ConversationService = _state(request, "conversations")
+    return conversations
+
+
 def get_admission(request: Request) -> Admission:
     admission: Admission = _state(request, "admission")
     return admission
@@ -70,6 +76,7 @@ PipelineDep = Annotated[ChatPipeline, Depends(get_pipeline)]
 StoreDep = Annotated[SessionStore, Depends(get_store)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ManifestDep = Annotated[Manifest, Depends(get_manifest)]
+ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 CallerDep = Annotated[Caller, Depends(get_caller)]

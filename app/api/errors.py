@@ -24,16 +24,21 @@ from app.chat.errors import (
     ContextTooLong,
     GenerationFailed,
     InvalidChatRequest,
+    NotFound,
     Overloaded,
+    RateLimited,
     Unavailable,
     UnknownModel,
 )
+from app.chat.tenants import RateStatus
+from app.observability import TENANT_REJECTED, tenant_label
 from app.sessions.base import (
     InvalidHistory,
     InvalidSessionId,
     SessionBusy,
     SessionConflict,
     SessionError,
+    SessionQuotaExceeded,
     SessionStoreUnavailable,
 )
 
@@ -108,8 +113,13 @@ def to_api_error(exc: ChatError | SessionError) -> APIError:
 def _chat_error(exc: ChatError) -> APIError:
     if isinstance(exc, InvalidChatRequest | ContextTooLong):
         return InvalidRequestError(exc.message, param=exc.param, code=exc.code)
-    if isinstance(exc, UnknownModel):
+    if isinstance(exc, UnknownModel | NotFound):
         return NotFoundError(exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after_s), **rate_limit_headers(exc.status)}
+        error = TooManyRequestsError(exc.message, code=exc.code, headers=headers)
+        error.error_type = "tokens" if exc.reason == "tpm" else "requests"  # as OpenAI's rate-limit errors
+        return error
     if isinstance(exc, Overloaded):
         return TooManyRequestsError(exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, Unavailable):
@@ -134,6 +144,10 @@ def _session_error(exc: SessionError) -> APIError:
         )
     if isinstance(exc, SessionConflict):
         return APIError(str(exc), status_code=409, param="messages", code="session_conflict")
+    if isinstance(exc, SessionQuotaExceeded):
+        error = TooManyRequestsError(str(exc), code="session_quota_exceeded", headers={"x-should-retry": "false"})
+        error.error_type = "insufficient_quota"  # as OpenAI's quota errors; not worth an automatic retry
+        return error
     if isinstance(exc, SessionStoreUnavailable):
         return ServiceUnavailableError(
             "Session memory is temporarily unavailable; retry shortly (requests without a session still work).",
@@ -141,6 +155,29 @@ def _session_error(exc: SessionError) -> APIError:
             code="session_store_unavailable",
         )
     return APIError("Session error.", status_code=500, code="session_error")
+
+
+def rate_limit_headers(status: RateStatus | None) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers for a tenant's rpm/tpm budgets
+    (none for a limit the tenant does not have)."""
+    headers: dict[str, str] = {}
+    if status is None:
+        return headers
+    for kind, budget in (("requests", status.requests), ("tokens", status.tokens)):
+        if budget is not None:
+            headers[f"x-ratelimit-limit-{kind}"] = str(budget.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(budget.remaining)
+            headers[f"x-ratelimit-reset-{kind}"] = duration(budget.reset_s)
+    return headers
+
+
+def duration(seconds: float) -> str:
+    """A wait the way OpenAI's reset headers write it: ``20ms``, ``1s``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
 
 
 async def send_error(send: Send, error: APIError) -> None:
@@ -226,8 +263,11 @@ def install_error_handlers(app: FastAPI) -> None:
         error = APIError(str(exc.detail), status_code=exc.status_code, code=kind, headers=dict(exc.headers or {}))
         return error_response(error)
 
-    async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ChatError | SessionError)
+        if isinstance(exc, SessionQuotaExceeded):
+            tenant = str(getattr(request.state, "tenant", ""))
+            TENANT_REJECTED.labels(tenant=tenant_label(tenant), reason="session_quota").inc()
         return error_response(to_api_error(exc))
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:

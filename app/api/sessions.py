@@ -24,11 +24,13 @@ def _not_found(session_id: str) -> NotFoundError:
 
 @router.get("/v1/sessions/{session_id}", responses=_ERRORS)
 async def export_session(session_id: SessionId, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
-    """The stored session: persona, messages (with strategies), turns, created/updated, usage."""
+    """The stored session: persona, messages (with strategies), turns, created/updated, token usage, and the
+    tenant's storage quota (``quota``: live sessions and the cap on them, stored turns and the cap per session)."""
     record = await store.get(tenant, session_id)
     if record is None:
         raise _not_found(session_id)
-    return {"object": "session", **record.to_dict()}
+    quota = {**(await store.usage(tenant)).to_dict(), "stored_turns": record.stored_turns}
+    return {"object": "session", **record.to_dict(), "quota": quota}
 
 
 @router.delete("/v1/sessions/{session_id}", status_code=204, response_class=Response, responses=_ERRORS)

@@ -4,7 +4,9 @@
     ├── InvalidChatRequest      the request asks for something impossible (400); ``param`` names the field
     │   └── ContextTooLong      prompt + completion over the model's context (400 context_length_exceeded)
     ├── UnknownModel            (404 model_not_found)
+    ├── NotFound                a conversation or stored response that does not exist for this tenant (404)
     ├── Overloaded              admission refused before any stream started (429, Retry-After)
+    │   └── RateLimited         the caller's tenant is over one of its limits (429 rate_limit_exceeded, x-ratelimit-*)
     ├── Unavailable             not ready or draining (503, Retry-After)
     └── GenerationFailed        the engine failed while generating (500; in-band once a stream started)
 
@@ -12,6 +14,8 @@ Session errors (``app/sessions/base.py``) are the other domain family the pipeli
 """
 
 from __future__ import annotations
+
+from app.chat.tenants import RateStatus
 
 
 class ChatError(Exception):
@@ -46,12 +50,30 @@ class UnknownModel(ChatError):
         )
 
 
+class NotFound(ChatError):
+    """A conversation, stored response or item this tenant does not have (never created, expired, deleted, another
+    tenant's, or a ``store: false`` response)."""
+
+    code = "not_found"
+
+
 class Overloaded(ChatError):
     """No generation slot: the queue is full (``server_overloaded``) or the wait ran out (``queue_timeout``)."""
 
     def __init__(self, message: str, *, code: str, retry_after_s: int) -> None:
         super().__init__(message, code=code)
         self.retry_after_s = retry_after_s
+
+
+class RateLimited(Overloaded):
+    """The tenant is over its rpm or tpm, or has its most generations running and waiting (``reason`` says which:
+    ``requests``, ``tokens``, ``streams``, ``fair_share``); other tenants are unaffected. ``status`` holds the
+    tenant's budgets for the ``x-ratelimit-*`` headers."""
+
+    def __init__(self, message: str, *, reason: str, retry_after_s: int, status: RateStatus | None = None) -> None:
+        super().__init__(message, code="rate_limit_exceeded", retry_after_s=retry_after_s)
+        self.reason = reason
+        self.status = status
 
 
 class Unavailable(ChatError):

@@ -6,18 +6,29 @@ The conversation format itself (visible text only, system prompt first, the stra
 Budget: a session's history is trimmed by whole oldest exchanges, in blocks (``app/sessions/history.py``), so that
 consecutive prompts share a byte-identical prefix and vLLM's prefix cache hits. What is kept must leave room for the
 reply: ``max_tokens`` of it, but never more than :data:`REPLY_ROOM_MAX_SHARE` of the context, so that a client asking
-for a long reply does not lose its whole history. Per-message template overhead is measured from the tokenizer once.
+for a long reply does not lose its whole history. Per-message template overhead is measured from the tokenizer once;
+a stored message carries its token count (``Message.tokens``), so trimming a long history tokenizes only what is new.
+
+Tokenization and template rendering are CPU work: :meth:`PromptRenderer.run` runs them on one worker thread of the
+renderer's own (one, because a fast tokenizer must not be used from two threads at once), never on the event loop,
+so a long prompt being rendered does not delay the tokens other streams are sending.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TypeVar
 
 from app.core.format import chat_messages, tag
 from app.core.messages import Message, group_exchanges
 from app.core.template import ChatTokenizer, template_ids, text_ids
 from app.sessions.history import trim_to_budget
+
+T = TypeVar("T")
 
 REPLY_ROOM_MAX_SHARE = 0.5
 """At most this share of the context is held back for the reply when trimming a session's history."""
@@ -39,9 +50,18 @@ class PromptRenderer:
         self.system_prompt = system_prompt
         self.message_overhead = _message_overhead(tokenizer)
         """Most tokens the chat template adds around one message (role header, end-of-turn), measured once."""
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenizer")
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run tokenizer work off the event loop, on the renderer's one worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args))
 
     def count_tokens(self, text: str) -> int:
         return len(text_ids(self.tokenizer, text))
+
+    def counted(self, message: Message) -> Message:
+        """``message`` with its token count (counted once; a stored message already has it)."""
+        return message if message.tokens is not None else replace(message, tokens=self.count_tokens(message.content))
 
     def render(
         self, conversation: Sequence[Message], *, instruction: str | None = None, prefill: str | None = None
@@ -85,7 +105,8 @@ class PromptRenderer:
         return Prompt(self.render(conversation, instruction=instruction, prefill=prefill), dropped)
 
     def _cost(self, message: Message) -> int:
-        return self.count_tokens(message.content) + self.message_overhead
+        tokens = message.tokens if message.tokens is not None else self.count_tokens(message.content)
+        return tokens + self.message_overhead
 
 
 def _message_overhead(tokenizer: ChatTokenizer) -> int:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from app.chat.prompt import PromptRenderer
 from app.core.messages import Message
 from app.core.strategies import StrategyCatalogue
-from app.core.template import ChatTokenizer, template_ids, text_ids
+from app.core.template import template_ids, text_ids
 from app.engine.base import Engine, GenerationParams
 
 StrategyMode: TypeAlias = Literal["off", "counselor", "model"]
@@ -58,12 +59,12 @@ def plan_for(catalogue: StrategyCatalogue, mode: StrategyMode, strategy: str | N
 class Counselor:
     """The Strategy Counselor: one short generation constrained to exactly one catalogue name."""
 
-    def __init__(self, engine: Engine, tokenizer: ChatTokenizer, catalogue: StrategyCatalogue) -> None:
+    def __init__(self, engine: Engine, renderer: PromptRenderer, catalogue: StrategyCatalogue) -> None:
         self.engine = engine
-        self.tokenizer = tokenizer
+        self.renderer = renderer
         self.catalogue = catalogue
         # Guided choice emits one catalogue name and then end-of-sequence: the longest name plus one token.
-        self.max_tokens = max(len(text_ids(tokenizer, name)) for name in catalogue.names) + 1
+        self.max_tokens = max(len(text_ids(renderer.tokenizer, name)) for name in catalogue.names) + 1
 
     def messages(self, conversation: Sequence[Message]) -> list[dict[str, str]]:
         """The counselor's own prompt: the catalogue, then the latest messages as a transcript."""
@@ -79,7 +80,7 @@ class Counselor:
 
     async def choose(self, conversation: Sequence[Message], request_id: str) -> str | None:
         """A catalogue name, or None when the engine answered something else (never a silent default)."""
-        ids = template_ids(self.tokenizer, self.messages(conversation))
+        ids = await self.renderer.run(template_ids, self.renderer.tokenizer, self.messages(conversation))
         params = GenerationParams(max_tokens=self.max_tokens, temperature=0.0, choices=tuple(self.catalogue.names))
         text = ""
         async for deltas in self.engine.generate(ids, params, f"{request_id}-counselor"):

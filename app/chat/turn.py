@@ -18,18 +18,26 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from app.chat.admission import Admission, Slot
-from app.chat.errors import ContextTooLong, GenerationFailed, InvalidChatRequest, Unavailable, UnknownModel
+from app.chat.errors import (
+    ContextTooLong,
+    GenerationFailed,
+    InvalidChatRequest,
+    NotFound,
+    Unavailable,
+    UnknownModel,
+)
 from app.chat.prompt import PromptRenderer
 from app.chat.reply import ReplyDelta, ReplyShaper
 from app.chat.safety import SafetyDecision, SafetyPolicy, SafetyScreen
 from app.chat.safety.conversation import screen_conversation
+from app.chat.safety.escalation import Escalations, event_now
 from app.chat.strategy import Counselor, StrategyMode, StrategyPlan, plan_for
 from app.core.manifest import Manifest
-from app.core.messages import Message
+from app.core.messages import Message, new_item_id
 from app.core.strategies import StrategyCatalogue
 from app.engine.base import ChoiceDelta, Engine, EngineError, GenerationParams, InvalidParamsError
 from app.observability import (
@@ -46,7 +54,7 @@ from app.observability import (
     TTFT,
     annotate,
 )
-from app.sessions.base import SessionLease, SessionStore, TurnCommit
+from app.sessions.base import SessionLease, SessionStore, StoredResponse, TurnCommit
 from app.sessions.history import reconcile, split_persona
 
 
@@ -105,6 +113,14 @@ class TurnRequest:
     locale: str | None = None
     stream: bool = False
     output: Output = Output()
+    previous_response_id: str | None = None
+    """Continue after this stored response (the Responses API): its chain is the history."""
+    conversation_id: str | None = None
+    """Continue this conversation (the Conversations API); a conversation is a session that must already exist."""
+    instructions: str | None = None
+    """A system message for this turn only, in front of the conversation, never stored (the Responses API)."""
+    truncation: Literal["auto", "disabled"] = "auto"
+    """``auto``: drop the oldest whole turns of a stored history to fit the context; ``disabled``: a 400 instead."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,8 @@ class Conversation:
     lease: SessionLease | None = None
     persona: str | None = None
     """The session persona this request sets (None keeps the stored one)."""
+    stored_history: bool = False
+    """The history came from the store (a session, conversation or response chain): trimmed to fit, not refused."""
 
     @property
     def turn_number(self) -> int | None:
@@ -165,6 +183,7 @@ class ChatPipeline:
         policy: SafetyPolicy,
         store: SessionStore,
         admission: Admission,
+        escalations: Escalations,
         options: TurnOptions,
     ) -> None:
         self.engine = engine
@@ -176,6 +195,7 @@ class ChatPipeline:
         self.policy = policy
         self.store = store
         self.admission = admission
+        self.escalations = escalations
         self.options = options
 
     @property
@@ -185,13 +205,14 @@ class ChatPipeline:
     async def start(self, request: TurnRequest, caller: Caller) -> Turn:
         """Validate, admit, open the conversation, screen, plan the strategy and render the prompt."""
         requested = self.validate(request, caller)
-        slot = await self.admission.acquire()
+        slot = await self.admission.acquire(caller.tenant)  # the tenant's limits, fair queue, rpm/tpm
         conversation: Conversation | None = None
         try:
             conversation = await self.open_conversation(request, caller)
             safety, hold = self.screen_risk(conversation, request.locale)
+            await self.escalate(safety, conversation, caller)
             plan = await self.plan_strategy(request, requested, conversation, caller)
-            prompt_ids = self.render_prompt(request, conversation, plan)
+            prompt_ids = await self.renderer.run(self.render_prompt, request, conversation, plan)
             params = self.generation_params(request, len(prompt_ids))
         except BaseException:
             slot.release()
@@ -230,7 +251,17 @@ class ChatPipeline:
                 param="n",
                 code="integer_above_max_value",
             )
-        if (caller.session_id or request.session_id) is not None and request.n != 1:
+        session = caller.session_id or request.session_id
+        if request.previous_response_id is not None and request.conversation_id is not None:
+            raise InvalidChatRequest(
+                "Mutually exclusive parameters: 'previous_response_id' and 'conversation'; give one.",
+                param="conversation",
+            )
+        if session is not None and (request.conversation_id or request.previous_response_id):
+            raise InvalidChatRequest(
+                "A session id cannot be combined with 'conversation' or 'previous_response_id'.", param="session_id"
+            )
+        if session is not None and request.n != 1:
             raise InvalidChatRequest("'n' must be 1 in a session: one reply is stored per turn.", param="n")
         if not request.messages or request.messages[-1].role == "assistant":
             raise InvalidChatRequest(
@@ -252,10 +283,24 @@ class ChatPipeline:
         return name
 
     async def open_conversation(self, request: TurnRequest, caller: Caller) -> Conversation:
-        """Stateless: the request as sent. Session: lock + read (one store call), then keep only what is new."""
-        session_id = caller.session_id or request.session_id
+        """Stateless: the request as sent. A response chain: its messages, then the new ones. A session or
+        conversation: lock + read (one store call), then keep only what is new. New messages get item ids."""
+        sent = [m if m.id else replace(m, id=new_item_id()) for m in request.messages]
+        front = [Message("system", request.instructions)] if request.instructions else []
+        if request.previous_response_id is not None:
+            chain = await self.store.response_chain(caller.tenant, request.previous_response_id)
+            if chain is None:
+                raise NotFound(
+                    f"Previous response with id '{request.previous_response_id}' not found.",
+                    param="previous_response_id",
+                )
+            persona, new = split_persona(sent)
+            prior = [m for response in chain for m in (*response.input, *response.output)]
+            system = [*front, *([Message("system", persona)] if persona else [])]
+            return Conversation([*system, *prior, *new], new, stored_history=True)
+        session_id = caller.session_id or request.session_id or request.conversation_id
         if session_id is None:
-            return Conversation(messages=list(request.messages), new=list(request.messages))
+            return Conversation(messages=[*front, *sent], new=sent)
         lease = await self.store.open(
             caller.tenant,
             session_id,
@@ -264,16 +309,18 @@ class ChatPipeline:
         )
         try:
             record = lease.record
-            persona, sent = split_persona(request.messages)
+            if request.conversation_id is not None and record is None:
+                raise NotFound(f"Conversation with id '{request.conversation_id}' not found.", param="conversation")
+            persona, rest = split_persona(sent)
             stored = record.messages if record else []
-            new = reconcile(stored, sent, trimmed=bool(record and record.trimmed))
+            new = reconcile(stored, rest, trimmed=bool(record and record.trimmed))
         except BaseException:
             await self.store.release(lease)
             raise
         kept_persona = persona if persona is not None else (record.persona if record else None)
-        system = [Message("system", kept_persona)] if kept_persona is not None else []
+        system = [*front, *([Message("system", kept_persona)] if kept_persona is not None else [])]
         changed = persona is not None and (record is None or record.persona != persona)
-        return Conversation([*system, *stored, *new], new, lease, persona if changed else None)
+        return Conversation([*system, *stored, *new], new, lease, persona if changed else None, stored_history=True)
 
     def screen_risk(self, conversation: Conversation, locale: str | None) -> tuple[SafetyDecision | None, int]:
         """The crisis screen on this turn's user text, in the context of the conversation; the session's hold."""
@@ -285,6 +332,14 @@ class ChatPipeline:
             return None, hold
         SAFETY_FLAGS.labels(level=result.level.value).inc()
         return self.policy.decide(result, locale), hold
+
+    async def escalate(self, safety: SafetyDecision | None, conversation: Conversation, caller: Caller) -> None:
+        """A high-risk turn becomes a text-free event for on-call follow-up (never fails the turn)."""
+        if safety is None or safety.level.value != "high":
+            return
+        session_id = conversation.lease.session_id if conversation.lease else None
+        event = event_now(caller.tenant, session_id, caller.request_id, safety.level.value, safety.categories)
+        await self.escalations.report(event)
 
     async def plan_strategy(
         self, request: TurnRequest, requested: str | None, conversation: Conversation, caller: Caller
@@ -302,13 +357,17 @@ class ChatPipeline:
         return plan_for(self.catalogue, mode, strategy)
 
     def render_prompt(self, request: TurnRequest, conversation: Conversation, plan: StrategyPlan) -> list[int]:
-        """Token ids for the engine; a session's history is trimmed in whole-exchange blocks to fit."""
-        lease = conversation.lease
-        if lease is None:
+        """Token ids for the engine; a stored history is trimmed in whole-exchange blocks to fit (unless the
+        request set ``truncation: disabled``). Tokenizer work: run it on the renderer's worker thread."""
+        if conversation.new and conversation.stored_history:  # count what is new once; it is stored with the count
+            counted = [self.renderer.counted(m) for m in conversation.new]
+            conversation.messages[len(conversation.messages) - len(counted) :] = counted
+            conversation.new = counted
+        if not conversation.stored_history or request.truncation == "disabled":
             return self.renderer.render(conversation.messages, instruction=plan.instruction, prefill=plan.prefill)
-        record = lease.record
+        record = conversation.lease.record if conversation.lease else None
         persona = [m for m in conversation.messages if m.role == "system"]
-        history = conversation.messages[len(persona) :]
+        history = [m for m in conversation.messages if m.role != "system"]
         prompt = self.renderer.render_trimmed(
             persona,
             history,
@@ -391,10 +450,15 @@ class Turn:
         self.prompt_ids = prompt_ids
         self.params = params
         self._slot: Slot | None = slot
+        self.rate_limits = slot.rate  # the tenant's rpm/tpm budgets at admission, for x-ratelimit-* headers
         self._progress = _Progress()
-        framed = safety is not None and (safety.replaces_reply or not request.output.structured)
-        leading = safety.leading if safety and framed else ""
-        trailing = safety.trailing if safety and framed else ""
+        self.reply_id = new_item_id()
+        """The item id of the (first) reply, as a conversation and a stored response list it."""
+        applied = safety is not None and (safety.replaces_reply or not request.output.structured)
+        if safety is not None and not applied:  # JSON for a program: no framing text inside it, and the
+            self.safety = safety = replace(safety, action="none")  # verdict says what was (not) done to the reply
+        leading = safety.leading if safety and applied else ""
+        trailing = safety.trailing if safety and applied else ""
         parse = pipeline.catalogue if plan.parse_tags else None
         budget = pipeline.max_sentences(request)
         self.choices = [
@@ -414,9 +478,19 @@ class Turn:
     def completion_tokens(self) -> int:
         return self._progress.completion_tokens
 
+    @property
+    def replaced(self) -> bool:
+        """The safety policy replaced the reply with its vetted message (nothing is generated)."""
+        return self.safety is not None and self.safety.replaces_reply
+
+    @property
+    def planned_strategy(self) -> str | None:
+        """The strategy known before generation (None when the model's tag will tell, or the reply is replaced)."""
+        return None if self.plan.parse_tags or self.replaced else self.plan.strategy
+
     def strategy_of(self, index: int) -> str | None:
-        """The reply's strategy: the model's tag when it writes one, else the planned strategy."""
-        return self.choices[index].strategy if self.plan.parse_tags else self.plan.strategy
+        """The reply's strategy: the model's tag when it writes one, else the planned one (none when replaced)."""
+        return self.choices[index].strategy if self.plan.parse_tags else self.planned_strategy
 
     def extensions(self) -> dict[str, object]:
         """SweetieChat's top-level response fields: session id and turn number (sessions), safety verdict."""
@@ -432,7 +506,7 @@ class Turn:
 
     async def replies(self) -> AsyncGenerator[ReplyDelta, None]:
         """Visible reply deltas of every choice; closing the iterator aborts the engine request."""
-        if self.safety is not None and self.safety.replaces_reply:
+        if self.replaced:
             for choice in self.choices:
                 yield choice.replace()  # the vetted message only: nothing is generated
             return
@@ -497,34 +571,52 @@ class Turn:
 
     # ---- commit and close ----
 
-    async def commit(self) -> None:
-        """Count the replies' strategies and store the turn (sessions). Raises ``SessionError`` when the store
-        refuses or is down; the lock is released either way."""
+    async def commit(self, response: StoredResponse | None = None) -> None:
+        """Count the replies' strategies and store the turn: a session or conversation gets the new messages and
+        the reply (and ``response``, in the same atomic step); without one, ``response`` is stored alone. Raises
+        ``SessionError`` when the store refuses or is down; the lock is released either way."""
         for index, _ in enumerate(self.choices):
             STRATEGIES.labels(strategy=self.strategy_of(index) or "none").inc()
         first = self.choices[0]
         annotate(finish_reason=first.finish_reason)
         if self.pipeline.options.log_content:
-            annotate(user_text=self.conversation.new[-1].content, reply_text=first.text)
+            annotate(
+                user_text=self.conversation.new[-1].content if self.conversation.new else "", reply_text=first.text
+            )
         lease = self.conversation.lease
         if lease is None:
+            if response is not None:
+                await self.pipeline.store.save_response(self.caller.tenant, response)
             return
-        new = list(self.conversation.new)
-        if self.safety is not None and self.safety.level.value != "none":
-            last = new[-1]
-            new[-1] = Message(last.role, last.content, safety=self.safety.to_dict())
-        reply = Message("assistant", first.text, strategy=self.strategy_of(0), tokens=self.completion_tokens)
+        renderer = self.pipeline.renderer
+        reply = replace(self.reply_message(), tokens=await renderer.run(renderer.count_tokens, first.text))
         await self.pipeline.store.commit(
             lease,
             TurnCommit(
-                messages=new,
+                messages=self.stored_input(),
                 reply=reply,
                 expected_version=lease.version,
                 prompt_tokens=self.prompt_tokens,
                 completion_tokens=self.completion_tokens,
                 persona=self.conversation.persona,
                 risk_hold=self.risk_hold,
+                response=response,
             ),
+        )
+
+    def stored_input(self) -> list[Message]:
+        """The new user/assistant messages as stored: the screen's verdict on the last one, when it flagged it."""
+        new = [m for m in self.conversation.new if m.role != "system"]
+        if new and self.safety is not None and self.safety.level.value != "none":
+            new[-1] = replace(new[-1], safety=self.safety.to_dict())
+        return new
+
+    def reply_message(self, index: int = 0) -> Message:
+        """A reply as stored: its visible text and strategy, under its item id (``tokens``: the completion's)."""
+        choice = self.choices[index]
+        item_id = self.reply_id if index == 0 else None
+        return Message(
+            "assistant", choice.text, strategy=self.strategy_of(index), tokens=self.completion_tokens, id=item_id
         )
 
     async def complete(self) -> None:
@@ -536,7 +628,7 @@ class Turn:
     async def close(self) -> None:
         """Give back the generation slot and the session lock (idempotent; runs however the turn ended)."""
         if self._slot is not None:
-            self._slot.release()
+            self._slot.release(self.prompt_tokens, self.completion_tokens)  # tokens go to the tenant's tpm
             self._slot = None
         if self.conversation.lease is not None:
             await self.pipeline.store.release(self.conversation.lease)

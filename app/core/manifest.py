@@ -61,6 +61,10 @@ class Manifest(BaseModel):
     source: str
     system_prompt: str | None = None
     strategy_mode: Literal["off", "model", "counselor"] = "off"
+    safety_high_action: Literal["replace", "frame"] | None = None
+    """Override the safety policy's high-risk action for this model: ``frame`` shows the model's reply between the
+    safety messages; set it only for a model that passed a documented safety evaluation (default: the policy's,
+    ``replace``)."""
     sampling: SamplingDefaults = SamplingDefaults()
     engine: EngineConfig = EngineConfig()
     folder: Path = Field(default=Path("."), exclude=True)

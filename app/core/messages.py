@@ -8,6 +8,7 @@ training dialogue's utterances become the same type, so training and serving ren
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
@@ -25,8 +26,9 @@ class Message:
     """One chat message.
 
     ``strategy`` is the support strategy of an assistant reply; ``safety`` the crisis screen's verdict on a user
-    message (``{"level", "categories", "action"}``); ``tokens`` the reply's completion tokens; ``created`` the Unix
-    time of the commit that stored it (0 before it is stored).
+    message (``{"level", "categories", "action"}``); ``tokens`` the content's length in the model's tokens
+    (counted once, when the message is first rendered, so that trimming a stored history need not re-tokenize it);
+    ``created`` the Unix time of the commit that stored it (0 before it is stored).
     """
 
     role: Role
@@ -35,10 +37,12 @@ class Message:
     safety: Mapping[str, Any] | None = None
     tokens: int | None = None
     created: float = 0.0
+    id: str | None = None
+    """The item id (``msg_...``) under which conversations and responses list this message."""
 
     def stored(self, created: float) -> Message:
-        """This message as committed at ``created``."""
-        return replace(self, created=created)
+        """This message as committed at ``created``, with an item id."""
+        return replace(self, created=created, id=self.id or new_item_id())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; also the stored form."""
@@ -49,6 +53,7 @@ class Message:
             "created": self.created,
             "tokens": self.tokens,
             **({"safety": dict(self.safety)} if self.safety else {}),
+            **({"id": self.id} if self.id else {}),
         }
 
     @classmethod
@@ -64,7 +69,13 @@ class Message:
             safety=data.get("safety"),
             tokens=data.get("tokens"),
             created=data.get("created", 0.0),
+            id=data.get("id"),
         )
+
+
+def new_item_id() -> str:
+    """A fresh item id, in OpenAI's shape: ``msg_`` and 32 hex digits."""
+    return f"msg_{secrets.token_hex(16)}"
 
 
 def group_exchanges(messages: list[Message]) -> list[list[Message]]:

@@ -6,6 +6,7 @@ processes, so the server must be started from a ``__main__``-guarded entry point
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
@@ -54,8 +55,16 @@ class VllmEngine:
         kv_cache_gb: float = 2.0,
         max_model_len: int | None = None,
         seed: int = 0,
+        drain_s: float = 0.0,
     ) -> VllmEngine:
-        """Load the model and start the engine core (blocking; seconds to minutes)."""
+        """Load the model and start the engine core (blocking; seconds to minutes).
+
+        ``drain_s``: when the engine core itself gets SIGTERM/SIGINT (a signal to the whole process group, as
+        systemd's default ``KillMode=control-group`` and a terminal's Ctrl-C send), it finishes its in-flight
+        requests for up to this long instead of aborting them (vLLM's ``shutdown_timeout``). That is enough where
+        the model runs inside the engine core (GPU, one device); on CPU vLLM runs the model in a separate worker
+        process, which exits on the signal, so there the server must be the only one signalled (``KillMode=mixed``).
+        """
         on_gpu = device == "cuda" or (device == "auto" and cuda_available())
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
@@ -74,6 +83,7 @@ class VllmEngine:
             "tensor_parallel_size": config.tensor_parallel_size,
             "max_num_seqs": config.max_num_seqs,
             "seed": seed,
+            "shutdown_timeout": math.ceil(drain_s),
             "enable_log_requests": False,  # never log prompts
             # Compact structured outputs: a small model cannot spend its whole budget on whitespace inside JSON.
             "structured_outputs_config": StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),

@@ -4,7 +4,8 @@ A session is one conversation owned by one tenant (an API key's tenant). The ser
 message) and its user/assistant messages, grouped into *exchanges*: the new user message(s) of one turn plus the reply
 that answered them. Stores keep at most ``max_turns`` exchanges and drop the oldest whole ones beyond that.
 
-One chat turn against a store costs two round trips (each one Lua script on Redis)::
+One chat turn against a store costs two round trips (each one Lua script on Redis), three on a new session's first
+turn (the live-session quota claims it: ``SessionQuotaExceeded``)::
 
     lease = await store.open(tenant, session_id, wait_s=2.0, ttl_s=300.0)   # lock + read; SessionBusy after wait_s
     try:
@@ -25,17 +26,19 @@ Errors (mapped to HTTP in ``app/api/errors.py``)::
     ├── InvalidHistory          (also ValueError)  -> 400
     ├── SessionBusy                                -> 409 (retry later)
     ├── SessionConflict                            -> 409
+    ├── SessionQuotaExceeded                       -> 429 insufficient_quota (not worth retrying soon)
     └── SessionStoreUnavailable (.retry_after)     -> 503 with Retry-After
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypeAlias, TypeVar, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from app.core.messages import SESSION_ID_PATTERN, Message, group_exchanges
 
@@ -100,6 +103,35 @@ class SessionStoreUnavailable(SessionError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class SessionQuotaExceeded(SessionError):
+    """The tenant already has ``limit`` live sessions, its quota: a new one cannot start (existing ones go on)."""
+
+    def __init__(self, *, live: int, limit: int) -> None:
+        super().__init__(
+            f"This tenant has {live} live sessions and may have at most {limit} (max_sessions). Delete one "
+            "(DELETE /v1/sessions/{id}) or let one expire, or send the request without a session."
+        )
+        self.live = live
+        self.limit = limit
+
+
+SessionQuota: TypeAlias = Callable[[str], int | None]
+"""``quota(tenant)``: the tenant's live-session cap, None for none. Stores call it for each new session."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    """A tenant's use of the store, for export: live sessions (against ``max_sessions``) and the turn cap."""
+
+    live_sessions: int
+    max_sessions: int | None
+    max_turns: int
+    """Exchanges kept per session; older whole exchanges are dropped."""
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"live_sessions": self.live_sessions, "max_sessions": self.max_sessions, "max_turns": self.max_turns}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,6 +200,8 @@ class SessionRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     risk_hold: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    """Up to 16 string pairs a client attached (the Conversations API's ``metadata``)."""
 
     @property
     def stored_turns(self) -> int:
@@ -190,46 +224,100 @@ class SessionRecord:
             "updated": self.updated,
             "version": self.version,
             "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
+            "metadata": self.metadata,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A response of the Responses API as stored: what it added and what it answered, never rewritten.
+
+    ``input`` holds the messages the request added (with item ids), ``output`` the assistant message(s).
+    ``previous_response_id`` links a chain (two responses may share one: chains branch); ``conversation_id`` names
+    the conversation whose items it appended, if any (deleting the conversation erases the response too).
+    ``body`` keeps the rest of the wire object (model, status, usage, metadata, instructions, extensions) as JSON.
+    """
+
+    id: str
+    created_at: float
+    input: list[Message]
+    output: list[Message]
+    previous_response_id: str | None = None
+    conversation_id: str | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "created_at": self.created_at,
+                "input": [m.to_dict() for m in self.input],
+                "output": [m.to_dict() for m in self.output],
+                "previous_response_id": self.previous_response_id,
+                "conversation_id": self.conversation_id,
+                "body": self.body,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | Mapping[str, Any]) -> StoredResponse:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        return cls(
+            id=data["id"],
+            created_at=data["created_at"],
+            input=[Message.from_dict(m) for m in data["input"]],
+            output=[Message.from_dict(m) for m in data["output"]],
+            previous_response_id=data.get("previous_response_id"),
+            conversation_id=data.get("conversation_id"),
+            body=data.get("body", {}),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnCommit:
-    """What one finished chat turn adds to a session.
+    """What one finished turn (or one change of a conversation's items) adds to a session.
 
-    ``messages``: the new incoming user/assistant messages, ending with a user message (usually just the new user
-    message; a client seeding a new session with an earlier conversation sends whole earlier exchanges too).
-    ``reply``: the assistant's answer (with its strategy and completion tokens). ``expected_version``: the
-    ``version`` of the record the turn was built on, 0 for a new session. ``persona``: None keeps the stored
-    persona; a string replaces it. ``risk_hold``: the session's new sticky-risk counter (None keeps it).
+    ``messages``: the new user/assistant messages. With a ``reply`` (a chat turn) they end with a user message
+    (usually just the new one; a client seeding a new session sends whole earlier exchanges too); without one (the
+    Conversations API adding items, or creating a conversation) they may be any user/assistant messages, or none.
+    ``expected_version``: the ``version`` of the record the turn was built on, 0 for a new session. ``persona``:
+    None keeps the stored persona; a string replaces it. ``risk_hold``: the session's new sticky-risk counter (None
+    keeps it). ``metadata``: None keeps it; a dict replaces it. ``response``: a stored Responses-API response saved
+    in the same atomic step (its id is also recorded with the session, so erasing the session erases it).
     """
 
     messages: Sequence[Message]
-    reply: Message
+    reply: Message | None
     expected_version: int
     prompt_tokens: int = 0
     completion_tokens: int = 0
     persona: str | None = None
     risk_hold: int | None = None
+    metadata: Mapping[str, str] | None = None
+    response: StoredResponse | None = None
 
     def __post_init__(self) -> None:
-        if not self.messages:
-            raise InvalidHistory("a turn needs at least one new user message")
         for index, message in enumerate(self.messages):
             if message.role not in ("user", "assistant"):
                 raise InvalidHistory(f"message {index}: role {message.role!r} cannot be stored; use user or assistant")
-        if self.messages[-1].role != "user":
-            raise InvalidHistory("the new messages of a turn must end with a user message")
-        if self.reply.role != "assistant":
-            raise ValueError("the reply of a turn must be an assistant message")
+        if self.reply is not None:
+            if not self.messages:
+                raise InvalidHistory("a turn needs at least one new user message")
+            if self.messages[-1].role != "user":
+                raise InvalidHistory("the new messages of a turn must end with a user message")
+            if self.reply.role != "assistant":
+                raise ValueError("the reply of a turn must be an assistant message")
         if self.expected_version < 0:
             raise ValueError(f"expected_version must be >= 0, got {self.expected_version}")
         if self.prompt_tokens < 0 or self.completion_tokens < 0:
             raise ValueError("prompt_tokens and completion_tokens must be >= 0")
 
     def exchanges(self, now: float) -> list[list[Message]]:
-        """The stored messages this commit adds, grouped into whole exchanges (the reply closes the last one)."""
-        return group_exchanges([m.stored(now) for m in (*self.messages, self.reply)])
+        """The stored messages this commit adds, grouped into whole exchanges (a reply closes the last one)."""
+        added = [*self.messages, self.reply] if self.reply is not None else list(self.messages)
+        return group_exchanges([m.stored(now) for m in added])
 
 
 @dataclass(slots=True)
@@ -267,7 +355,9 @@ class SessionStore(Protocol):
 
         Waits up to ``wait_s`` seconds for a busy lock (polling with jittered backoff; a backend timeout inside the
         wait counts as one more poll), then raises ``SessionBusy``. The lock expires ``ttl_s`` seconds after it was
-        taken, so a crashed holder cannot wedge the session; pick ``ttl_s`` above the longest turn.
+        taken, so a crashed holder cannot wedge the session; pick ``ttl_s`` above the longest turn. A session that
+        does not exist yet is claimed against the tenant's live-session quota (the store's ``session_quota``); over
+        it, the lock is given back and ``SessionQuotaExceeded`` raised.
         """
         ...
 
@@ -285,12 +375,38 @@ class SessionStore(Protocol):
         """Give the lock back without committing (idempotent; never raises: the lock's TTL is the fallback)."""
         ...
 
+    async def rewrite(self, lease: SessionLease, messages: Sequence[Message]) -> SessionRecord:
+        """Replace the stored messages (deleting a conversation item), version-checked against the lease's record,
+        and give the lock back. ``SessionConflict`` if the session changed or vanished."""
+        ...
+
     async def get(self, tenant: str, session_id: str) -> SessionRecord | None:
         """The session, or None if it does not exist (never created, expired, or deleted)."""
         ...
 
     async def delete(self, tenant: str, session_id: str) -> bool:
-        """Erase the session; True if it existed."""
+        """Erase the session and every stored response recorded with it; True if the session existed."""
+        ...
+
+    async def save_response(self, tenant: str, response: StoredResponse) -> None:
+        """Store a response that belongs to no session (a ``previous_response_id`` chain), with the response TTL."""
+        ...
+
+    async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
+        """The stored response, or None (never stored, expired, deleted, or another tenant's)."""
+        ...
+
+    async def response_chain(self, tenant: str, response_id: str) -> list[StoredResponse] | None:
+        """The response and all its predecessors, oldest first (one round trip); None if it or any predecessor is
+        missing, or the chain is longer than the store follows (``MAX_CHAIN``)."""
+        ...
+
+    async def delete_response(self, tenant: str, response_id: str) -> bool:
+        """Erase one stored response; True if it existed."""
+        ...
+
+    async def usage(self, tenant: str) -> TenantUsage:
+        """The tenant's live sessions and limits (export). Live: stored, or a first turn in progress."""
         ...
 
     async def ping(self) -> None:
@@ -305,6 +421,9 @@ class SessionStore(Protocol):
 # ---------------------------------------------------------------------------------------------------------------
 # Shared lock polling
 # ---------------------------------------------------------------------------------------------------------------
+
+MAX_CHAIN = 1000
+"""The longest ``previous_response_id`` chain a store follows."""
 
 FIRST_BACKOFF_S = 0.005
 MAX_BACKOFF_S = 0.1

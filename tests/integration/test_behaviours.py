@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 
 import httpx
 import openai
@@ -10,6 +12,7 @@ import pytest
 
 from tests.conftest import TINY_MODEL
 from tests.server_process import ServerProcess
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -22,29 +25,48 @@ def client(tiny_server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=tiny_server.base_url, api_key="unused", max_retries=0, timeout=60)
 
 
-def test_high_risk_reply_is_framed_with_resources(client: openai.OpenAI) -> None:
+def test_high_risk_reply_is_replaced_by_the_vetted_message(client: openai.OpenAI, tiny_server: ServerProcess) -> None:
     messages = [{"role": "user", "content": RISKY}]
+    request_id = f"risky-{uuid.uuid4().hex[:8]}"
     reply = client.chat.completions.create(
-        model=TINY_MODEL, messages=messages, max_tokens=8, extra_body={"locale": "en-US"}
+        model=TINY_MODEL,
+        messages=messages,
+        max_tokens=8,
+        extra_body={"locale": "en-US"},
+        extra_headers={"X-Request-Id": request_id},
     )
     safety = reply.model_extra["safety"]
-    assert safety["level"] == "high" and "suicide" in safety["categories"] and safety["action"] == "frame"
-    assert "988" in (reply.choices[0].message.content or "")  # en-US crisis line in the framing
+    assert safety["level"] == "high" and "suicide" in safety["categories"] and safety["action"] == "replace"
+    content = reply.choices[0].message.content or ""
+    assert "988" in content and "I'm an AI" in content  # the vetted en-US message, with its crisis line
+    assert reply.usage is not None and reply.usage.completion_tokens == 0  # no model text: nothing was generated
     generic = client.chat.completions.create(model=TINY_MODEL, messages=messages, max_tokens=8)
     assert "emergency" in (generic.choices[0].message.content or "")  # no locale: the international fallback
+    # Without Redis the escalation is a structured log line: the ids and the verdict, never the text.
+    wait_until(lambda: request_id in tiny_server.log_text(), what="the escalation log line")
+    lines = [line for line in tiny_server.log_text().splitlines() if "high_risk_escalation" in line]
+    event = json.loads(next(line for line in lines if request_id in line))
+    assert event["risk_level"] == "high" and event["categories"] == "suicide" and event["session_id"] == ""
+    assert event["level"] == "warning"  # the log record's own level: on-call log alerts can key on it
+    assert not any(RISKY in line for line in tiny_server.log_text().splitlines())
 
 
 def test_high_risk_chinese_gets_chinese_resources_in_stream(client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(
-            model=TINY_MODEL, messages=[{"role": "user", "content": RISKY_ZH}], max_tokens=8, stream=True
+            model=TINY_MODEL,
+            messages=[{"role": "user", "content": RISKY_ZH}],
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
         )
     )
-    assert chunks[0].model_extra["safety"]["level"] == "high"
+    assert chunks[0].model_extra["safety"] == {"level": "high", "categories": ["suicide"], "action": "replace"}
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    first_text = next(c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content)
-    assert "400-161-9995" in first_text or "010-82951332" in first_text  # framing comes before the model's tokens
-    assert text.startswith(first_text)
+    assert "400-161-9995" in text or "010-82951332" in text
+    assert text.startswith("谢谢你告诉我")  # the vetted message only
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 0
 
 
 def test_safe_and_idiomatic_messages_are_not_flagged(client: openai.OpenAI) -> None:
@@ -106,8 +128,6 @@ def counselor_invalid(server: ServerProcess) -> float:
 
 
 def test_structured_output_follows_the_json_schema_stream_and_not(client: openai.OpenAI) -> None:
-    import json
-
     schema = {
         "type": "object",
         "properties": {"strategy": {"type": "string", "enum": ["Question", "Affirmation and Reassurance"]}},

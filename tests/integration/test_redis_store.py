@@ -28,6 +28,7 @@ from app.sessions.base import (
     SessionRecord,
     SessionStore,
     SessionStoreUnavailable,
+    StoredResponse,
     TurnCommit,
 )
 from app.sessions.memory_store import MemorySessionStore
@@ -350,6 +351,76 @@ async def test_observer_sees_every_operation(make_store: StoreFactory) -> None:
     await store.delete(TENANT, SID)
     assert [op for op, _, _ in seen] == ["ping", "open", "commit", "get", "open", "release", "delete"]
     assert all(ok and 0 <= seconds < 1 for _, seconds, ok in seen)
+
+
+def response(rid: str, previous: str | None = None, conversation: str | None = None) -> StoredResponse:
+    return StoredResponse(
+        id=rid,
+        created_at=time.time(),
+        input=[Message("user", f"in:{rid}", id=f"msg_in_{rid}")],
+        output=[Message("assistant", f"out:{rid}", id=f"msg_out_{rid}")],
+        previous_response_id=previous,
+        conversation_id=conversation,
+        body={"model": "m", "status": "completed"},
+    )
+
+
+async def test_responses_chain_and_branch(make_store: StoreFactory) -> None:
+    store = make_store()
+    for rid, previous in [("resp_1", None), ("resp_2", "resp_1"), ("resp_3", "resp_1"), ("resp_4", "resp_2")]:
+        await store.save_response(TENANT, response(rid, previous))
+    chain = await store.response_chain(TENANT, "resp_4")
+    assert chain is not None and [r.id for r in chain] == ["resp_1", "resp_2", "resp_4"]
+    branch = await store.response_chain(TENANT, "resp_3")  # two responses continue resp_1: both chains hold
+    assert branch is not None and [r.id for r in branch] == ["resp_1", "resp_3"]
+    assert [m.content for m in branch[1].input] == ["in:resp_3"] and branch[1].output[0].id == "msg_out_resp_3"
+    stored = await store.get_response(TENANT, "resp_2")
+    assert stored is not None and stored.body == {"model": "m", "status": "completed"}
+    assert await store.get_response(OTHER_TENANT, "resp_2") is None  # another tenant's ids are not found
+    assert await store.response_chain(OTHER_TENANT, "resp_4") is None
+    assert await store.delete_response(TENANT, "resp_1") is True
+    assert await store.response_chain(TENANT, "resp_4") is None  # a deleted ancestor breaks the chain
+    assert await store.delete_response(TENANT, "resp_1") is False
+
+
+async def test_conversation_items_metadata_and_erasure(make_store: StoreFactory) -> None:
+    store = make_store()
+    conv = "conv_test1"
+    lease = await store.open(TENANT, conv, wait_s=1, ttl_s=10)
+    created = await store.commit(lease, TurnCommit(messages=[], reply=None, expected_version=0, metadata={"a": "1"}))
+    assert (created.version, created.messages, created.metadata) == (1, [], {"a": "1"})
+    items = [Message("user", "hello"), Message("assistant", "hi there")]
+    lease = await store.open(TENANT, conv, wait_s=1, ttl_s=10)
+    added = await store.commit(lease, TurnCommit(messages=items, reply=None, expected_version=1))
+    assert [m.content for m in added.messages] == ["hello", "hi there"]
+    assert all(m.id and m.id.startswith("msg_") for m in added.messages) and added.metadata == {"a": "1"}
+    # a turn that also stores its response, in the same atomic step
+    lease = await store.open(TENANT, conv, wait_s=1, ttl_s=10)
+    turned = await store.commit(
+        lease,
+        TurnCommit(
+            messages=[Message("user", "in:resp_c", id="msg_in_resp_c")],
+            reply=Message("assistant", "out:resp_c", id="msg_out_resp_c"),
+            expected_version=2,
+            response=response("resp_c", conversation=conv),
+        ),
+    )
+    assert [m.id for m in turned.messages[-2:]] == ["msg_in_resp_c", "msg_out_resp_c"]
+    assert await store.get_response(TENANT, "resp_c") is not None
+    # deleting one item rewrites the list, version-checked
+    lease = await store.open(TENANT, conv, wait_s=1, ttl_s=10)
+    kept = [m for m in turned.messages if m.content != "hi there"]
+    rewritten = await store.rewrite(lease, kept)
+    assert [m.content for m in rewritten.messages] == ["hello", "in:resp_c", "out:resp_c"]
+    assert rewritten.version == 4
+    stale = await store.open(TENANT, conv, wait_s=1, ttl_s=10)
+    await store.release(await store.open(TENANT, "other", wait_s=1, ttl_s=10))
+    stale.record = turned  # read before the rewrite: its rewrite must not apply
+    with pytest.raises(SessionConflict):
+        await store.rewrite(stale, kept[:1])
+    # erasing the conversation erases its items and the responses recorded with it
+    assert await store.delete(TENANT, conv) is True
+    assert await store.get(TENANT, conv) is None and await store.get_response(TENANT, "resp_c") is None
 
 
 async def test_store_satisfies_protocol(make_store: StoreFactory) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,35 +17,13 @@ import openai
 import pytest
 import redis
 
-from tests.conftest import TINY_MODEL
+from tests.conftest import KEY_A, KEY_B, SESSION_TTL_S, TINY_MODEL
 from tests.integration.redis_fixtures import RedisServer
 from tests.server_process import ServerProcess
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-KEY_A, KEY_B = "key-alpha-0123456789", "key-beta-0123456789"
-TTL_S = 600  # long: the sliding TTL is checked on the Redis keys, not by waiting it out
-
-
-@pytest.fixture(scope="module")
-def session_server(
-    tiny_model_repo: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    env = {
-        "SWEETIE_REDIS_URL": redis_url,
-        "SWEETIE_API_KEYS": f"{KEY_A}:alpha,{KEY_B}:beta",
-        "SWEETIE_SESSION_TTL_S": str(TTL_S),
-        "SWEETIE_SESSION_LOCK_WAIT_S": "0.5",
-        "SWEETIE_REDIS_TIMEOUT_S": "5",  # generous: a loaded 2-core CI box must not turn a busy lock into a 503
-    }
-    server = ServerProcess(
-        ["--model-repo", str(tiny_model_repo), "--model", TINY_MODEL, "--kv-cache-gb", "1"],
-        tmp_path_factory.mktemp("logs") / "session-server.log",
-        env=env,
-    ).start()
-    yield server
-    server.stop()
+TTL_S = SESSION_TTL_S
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +311,7 @@ def test_redis_outage_fails_fast_and_recovers(outage_setup: tuple[ServerProcess,
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=30)
     sid = new_sid()
     first = turn(client, sid, "before the outage")
+    stored_response = client.responses.create(model=TINY_MODEL, input="before the outage", max_output_tokens=2)
     redis_server.stop()
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as info:
@@ -344,6 +324,14 @@ def test_redis_outage_fails_fast_and_recovers(outage_setup: tuple[ServerProcess,
         model=TINY_MODEL, messages=[{"role": "user", "content": "no session"}], max_tokens=2
     )
     assert stateless.choices[0].finish_reason in {"stop", "length"}
+    # Responses: a stored chain needs Redis (503 with Retry-After); an unstored response does not
+    with pytest.raises(openai.APIStatusError) as chained:
+        client.responses.create(
+            model=TINY_MODEL, input="during", previous_response_id=stored_response.id, max_output_tokens=2
+        )
+    assert chained.value.status_code == 503 and int(chained.value.response.headers["retry-after"]) >= 1
+    unstored = client.responses.create(model=TINY_MODEL, input="during", store=False, max_output_tokens=2)
+    assert unstored.status in {"completed", "incomplete"}
     redis_server.start()
     second = turn(client, sid, "after the outage")
     assert second.model_extra["turn"] == 2
@@ -360,5 +348,58 @@ def test_strategy_and_safety_are_stored_in_the_session(alpha: openai.OpenAI, ses
     stored = export(session_server, sid).json()
     user, assistant = stored["messages"]
     assert user["safety"]["level"] == "high"
-    assert assistant["strategy"] == "Question"
-    assert "988" in assistant["content"]  # what the person saw, framing included
+    assert assistant["strategy"] is None  # the vetted message replaced the reply: it used no support strategy
+    assert "988" in assistant["content"]  # what the person saw: the vetted message
+    turn(alpha, sid, "I failed my exam today.", extra_body={"strategy": "Question"})
+    assert export(session_server, sid).json()["messages"][3]["strategy"] == "Question"
+
+
+def test_high_risk_holds_for_three_turns_across_a_restart_and_escalates_without_text(
+    alpha: openai.OpenAI,
+    session_server: ServerProcess,
+    redis_url: str,
+    tiny_model_repo: Path,
+    tmp_path: Path,
+) -> None:
+    sid, request_id = new_sid(), f"esc-{uuid.uuid4().hex[:8]}"
+    risky = "I have the pills ready and I want to end my life tonight."
+    first = alpha.chat.completions.create(
+        model=TINY_MODEL,
+        messages=[{"role": "user", "content": risky}],
+        max_tokens=8,
+        extra_headers={"X-Session-Id": sid, "X-Request-Id": request_id},
+    )
+    assert first.model_extra["safety"]["level"] == "high" and first.model_extra["safety"]["action"] == "replace"
+
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:  # the on-call stream got one text-free event for the turn
+        events = [fields for _id, fields in raw.xrevrange("sweetie:escalations", count=200)]
+        event = next(e for e in events if e["request_id"] == request_id)
+    finally:
+        raw.close()
+    assert event["session_id"] == sid and event["level"] == "high" and event["categories"] == "suicide"
+    assert set(event) == {"tenant", "session_id", "request_id", "level", "categories", "time"}
+    assert "alpha" not in event["tenant"] and risky not in json.dumps(event)
+
+    # Another replica (same Redis) continues the session: the hold lives with the session, not in a process.
+    other = ServerProcess(
+        ["--model-repo", str(tiny_model_repo), "--model", TINY_MODEL, "--kv-cache-gb", "1"],
+        tmp_path / "replica.log",
+        env={"SWEETIE_REDIS_URL": redis_url, "SWEETIE_API_KEYS": f"{KEY_A}:alpha,{KEY_B}:beta"},
+    ).start()
+    try:
+        replica = openai.OpenAI(base_url=other.base_url, api_key=KEY_A, max_retries=0, timeout=60)
+        levels = []
+        for text in ["Thanks. Can we talk about what I should cook for dinner?"] * 4:
+            reply = turn(replica, sid, text, extra_body={"locale": "en-US"})
+            levels.append((reply.model_extra["safety"]["level"], reply.model_extra["safety"]["action"]))
+    finally:
+        other.stop()
+    # three calmer turns stay elevated (resources still shown), the fourth is back to none
+    assert levels == [("elevated", "frame")] * 3 + [("none", "none")]
+    stored = export(session_server, sid).json()["messages"]
+    assert [m.get("safety", {}).get("level") for m in stored if m["role"] == "user"] == [
+        "high",
+        *["elevated"] * 3,
+        None,
+    ]

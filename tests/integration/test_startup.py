@@ -33,7 +33,7 @@ def start(args: list[str], env: dict[str, str]) -> tuple[int, str, float]:
         (
             [],
             {"SWEETIE_API_KEYS": "short:tenant"},
-            "SWEETIE_API_KEYS: expected 'key [tenant]' with a key of at least 8",
+            "SWEETIE_API_KEYS: expected 'key [tenant] [limit=value ...]' with a key of at least 8",
         ),
         (["--model", "no-such-model"], {}, "model 'no-such-model' not found"),
         ([], {"SWEETIE_REDIS_URL": "http://127.0.0.1:6379"}, "SWEETIE_REDIS_URL"),
@@ -56,3 +56,13 @@ def test_bad_key_file_names_the_line(tmp_path: Path) -> None:
     keys.write_text("# tenants\nsk-good-key-0001 alpha\nsk-bad two tenants\n")
     status, output, _ = start([], {"SWEETIE_API_KEYS_FILE": str(keys)})
     assert status == 2 and f"{keys}:3" in output, output
+
+
+def test_a_malformed_limit_in_the_key_file_names_line_and_field(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("sk-good-key-0001 alpha rpm=60\nsk-good-key-0002 beta rpm=60 tpm=lots\n")
+    status, output, seconds = start([], {"SWEETIE_API_KEYS_FILE": str(keys)})
+    assert status == 2, output
+    assert f"{keys}:2: field 'tpm': expected a whole number >= 1, got 'lots'" in output, output
+    assert "loading_model" not in output and "Traceback" not in output and seconds < 30
+    assert "sk-good-key" not in output  # never a key

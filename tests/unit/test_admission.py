@@ -18,12 +18,12 @@ from tests.waiting import async_wait_until, wait_until
 def test_slots_queue_and_reject() -> None:
     async def run() -> None:
         admission = Admission(max_inflight=2, max_queued=1, queue_timeout_s=5)
-        a, b = await admission.acquire(), await admission.acquire()
-        queued = asyncio.create_task(admission.acquire())
+        a, b = await admission.acquire("t"), await admission.acquire("t")
+        queued = asyncio.create_task(admission.acquire("t"))
         await async_wait_until(lambda: admission.queued == 1, what="the third request to queue")
         assert (admission.running, admission.queued) == (2, 1)
         with pytest.raises(Overloaded) as info:
-            await admission.acquire()
+            await admission.acquire("t")
         assert info.value.code == "server_overloaded" and info.value.retry_after_s == 1
         a.release()
         c = await asyncio.wait_for(queued, 1)  # the freed slot goes straight to the waiter
@@ -40,12 +40,12 @@ def test_slots_queue_and_reject() -> None:
 def test_queue_timeout_and_cancelled_waiter() -> None:
     async def run() -> None:
         admission = Admission(max_inflight=1, max_queued=2, queue_timeout_s=0.05)
-        slot = await admission.acquire()
+        slot = await admission.acquire("t")
         with pytest.raises(Overloaded) as info:
-            await admission.acquire()
+            await admission.acquire("t")
         assert info.value.code == "queue_timeout"
         admission.queue_timeout_s = 5
-        waiter = asyncio.create_task(admission.acquire())
+        waiter = asyncio.create_task(admission.acquire("t"))
         await async_wait_until(lambda: admission.queued == 1, what="the waiter to queue")
         waiter.cancel()  # client went away while queued
         await asyncio.gather(waiter, return_exceptions=True)
@@ -61,7 +61,7 @@ def test_draining_refuses_new_work() -> None:
         admission = Admission(max_inflight=1, max_queued=1, queue_timeout_s=1)
         admission.draining = True
         with pytest.raises(Unavailable):
-            await admission.acquire()
+            await admission.acquire("t")
 
     asyncio.run(run())
 

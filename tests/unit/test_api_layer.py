@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -123,3 +124,34 @@ def test_conversation_text_only_logged_when_operator_enables_it(capsys: pytest.C
     for client in make_client(FakeEngine(["ok"]), log_content=True):
         client.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": secret}]})
     assert secret in capsys.readouterr().out
+
+
+RISKY = [{"role": "user", "content": "I have the pills ready and I want to end my life tonight."}]
+
+
+def test_high_risk_is_replaced_by_default_and_nothing_is_generated(client: TestClient, engine: FakeEngine) -> None:
+    body = client.post("/v1/chat/completions", json={"model": "fake", "messages": RISKY, "locale": "en-US"}).json()
+    assert body["safety"] == {"level": "high", "categories": ["suicide"], "action": "replace"}
+    assert "988" in body["choices"][0]["message"]["content"] and "Hello" not in body["choices"][0]["message"]["content"]
+    assert engine.calls == [] and body["usage"]["completion_tokens"] == 0
+
+
+def test_a_manifest_may_frame_high_risk_around_the_models_reply() -> None:
+    engine = FakeEngine(["Hello", " there", "."])
+    manifest = Manifest(name="fake", source=".", safety_high_action="frame")
+    components = Components(manifest=manifest, engine=engine, renderer=PromptRenderer(FakeTokenizer(), None))
+    with TestClient(build_app(Settings(), components)) as client:
+        body = client.post("/v1/chat/completions", json={"model": "fake", "messages": RISKY, "locale": "en-US"}).json()
+    text = body["choices"][0]["message"]["content"]
+    assert body["safety"]["action"] == "frame" and "988" in text
+    assert text.index("988") < text.index("Hello there.")  # resources first, then the model's reply
+
+
+def test_a_100_kb_message_is_screened_quickly_and_risk_at_its_end_is_found() -> None:
+    filler = "Today was long and I walked the dog and made soup and read a book. " * 1500  # ~100 KB
+    message = [{"role": "user", "content": filler + "I have the pills ready and I want to end my life tonight."}]
+    for client in make_client(FakeEngine(["ok"], max_model_len=1_000_000), max_request_bytes=400_000):
+        started = time.perf_counter()
+        body = client.post("/v1/chat/completions", json={"model": "fake", "messages": message}).json()
+        assert time.perf_counter() - started < 5  # bounded: the screen reads the last few thousand characters
+        assert body["safety"]["level"] == "high"

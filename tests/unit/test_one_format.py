@@ -17,7 +17,7 @@ from app.server import Components, build_app
 from tests.fakes import FakeEngine
 from tests.tiny_model import build_tokenizer
 from training.schema import Dialogue, read_jsonl
-from training.sft_data import IGNORE_INDEX, Target, build_example, end_of_turn_ids, targets_of
+from training.sft_data import Target, build_prompt_completion, end_of_turn_ids, targets_of
 
 SYSTEM = "You are SweetieChat. Be kind and brief."
 SAMPLES = Path(__file__).resolve().parents[2] / "training" / "assets" / "samples.jsonl"
@@ -47,16 +47,16 @@ def serve(tokenizer: ChatTokenizer, replies: list[str]) -> Iterator[tuple[TestCl
         engine=EngineConfig(max_model_len=4096),
     )
     components = Components(manifest=manifest, engine=engine, renderer=PromptRenderer(tokenizer, SYSTEM))
-    with TestClient(build_app(Settings(), components)) as client:
+    # the lexical screen: this test is about the format, not about what the crisis screen flags in the dialogue
+    with TestClient(build_app(Settings(safety_screen="lexical"), components)) as client:
         yield client, engine
 
 
 def training_prompt(tokenizer: ChatTokenizer, target: Target) -> list[int]:
-    """The token ids before the first learned token of the target's training example."""
-    example = build_example(tokenizer, target, SYSTEM, 4096, end_of_turn_ids(tokenizer))  # type: ignore[arg-type]
+    """The prompt of the target's training example: the token ids before the completion SFT learns."""
+    example = build_prompt_completion(tokenizer, target, SYSTEM, 4096, end_of_turn_ids(tokenizer))  # type: ignore[arg-type]
     assert example is not None
-    first_learned = next(i for i, label in enumerate(example.labels) if label != IGNORE_INDEX)
-    return example.input_ids[:first_learned]
+    return example.prompt_ids
 
 
 def wire(dialogue: Dialogue, upto: int) -> list[dict[str, str]]:
