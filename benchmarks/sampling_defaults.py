@@ -1,16 +1,17 @@
 """What the sampling defaults buy and cost: top_p and repetition_penalty on held-out ESConv valid turns.
 
-How to run (from the repository root; ~10 minutes on 2 CPU cores)::
+How to run (from the repository root; ~15 minutes at 80 turns on 2 CPU cores, prefill dominates)::
 
-    python benchmarks/sampling_defaults.py                        # 150 turns of ESConv valid, model sweetiechat
+    python benchmarks/sampling_defaults.py                        # 80 turns of ESConv valid, model sweetiechat
     python benchmarks/sampling_defaults.py --turns 200 --speed_rounds 3
 
 The embedded model (the manifest's folder, materialised from the PyPI GGUF like the server does) runs in vLLM's
-offline ``LLM`` with the manifest's engine settings and the server's CPU scheduler settings, except that prefix
-caching is off, so every setting pays the same prefill. Each sampled supporter turn of ESConv valid (true context up
-to that turn, the manifest's system prompt, oldest exchanges trimmed in blocks to fit the context, as the server
-does) is answered under four settings, all at the manifest's temperature and ``max_tokens`` with the same seed per
-turn:
+offline ``LLM`` with the manifest's engine settings (prefix caching on, as the server runs) and the server's CPU
+fix for seeded requests under chunked prefill. Every prompt is prefilled once before the first setting (one token
+each), so that every setting finds the same prompts in the prefix cache and pays the same (decode-dominated) cost.
+Each sampled supporter turn of ESConv valid (true context up to that turn, the manifest's system prompt, oldest
+exchanges trimmed in blocks to fit the context, as the server does) is answered under four settings, all at the
+manifest's temperature and ``max_tokens`` with the same seed per turn:
 
 - ``a`` manifest: top_p 0.9, repetition_penalty 1.1 (today's shipped defaults)
 - ``b`` top_p 1.0, repetition_penalty 1.0 (no nucleus cut, no penalty: vLLM's defaults)
@@ -64,7 +65,7 @@ class BenchConfig:
     """Settings for ``benchmarks/sampling_defaults.py``."""
 
     model: str = field(default="sweetiechat", metadata={"help": "Manifest under model_repo/."})
-    turns: int = field(default=150, metadata={"help": "Sampled supporter turns of ESConv valid."})
+    turns: int = field(default=80, metadata={"help": "Sampled supporter turns of ESConv valid."})
     seed: int = field(default=0, metadata={"help": "Seed of the turn subset and base of the per-turn seeds."})
     kv_cache_gb: int = field(default=2, metadata={"help": "VLLM_CPU_KVCACHE_SPACE (GiB)."})
     speed_prompts: int = field(default=16, metadata={"help": "Requests in one fixed-shape speed probe."})
@@ -144,7 +145,7 @@ def main(config: BenchConfig) -> int:
     started = provenance()
     from app.config import Settings
     from app.core.manifest import find_manifest
-    from app.engine.vllm_engine import cpu_scheduler_args
+    from app.engine.vllm_engine import allow_seeded_chunked_prefill, cpu_dtype, model_folder_dtype
     from app.materialize import resolve_source
 
     settings = Settings()
@@ -154,6 +155,7 @@ def main(config: BenchConfig) -> int:
     print(f"{len(prompts)} ESConv valid turns, prompt tokens mean {statistics.fmean(map(len, prompts)):.0f}")
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gb))
+    allow_seeded_chunked_prefill()
     from vllm import LLM, SamplingParams
 
     engine = manifest.engine
@@ -161,13 +163,12 @@ def main(config: BenchConfig) -> int:
     llm = LLM(
         model=model_path,
         tokenizer=model_path,
-        dtype=engine.dtype,
+        dtype=cpu_dtype(engine, model_folder_dtype(model_path)),  # as the server runs on this CPU
         max_model_len=engine.max_model_len,
-        enable_prefix_caching=False,  # every setting pays the same prefill
+        enable_prefix_caching=True,  # every prompt is prefilled once below, so every setting finds it cached
         enforce_eager=engine.enforce_eager,
         max_num_seqs=engine.max_num_seqs,
         seed=config.seed,
-        **cpu_scheduler_args(engine.max_model_len),
     )
     load_s = time.perf_counter() - load_started
     temperature, max_tokens = manifest.sampling.temperature, manifest.sampling.max_tokens
@@ -179,6 +180,10 @@ def main(config: BenchConfig) -> int:
 
     # warm-up: one small batch, so that no setting pays first-call costs
     llm.generate(inputs[:4], [params(SETTINGS["b_top_p1.0_rep1.0"], 1, max_tokens=8)] * 4, use_tqdm=False)
+    t0 = time.perf_counter()
+    print(f"prefilling {len(inputs)} prompts once (the prefix cache serves them to every setting)", flush=True)
+    llm.generate(inputs, [params(SETTINGS["b_top_p1.0_rep1.0"], 1, max_tokens=1)] * len(inputs), use_tqdm=True)
+    print(f"prefilled in {time.perf_counter() - t0:.0f} s", flush=True)
 
     results: dict[str, dict[str, Any]] = {}
     for name, setting in SETTINGS.items():
@@ -244,8 +249,8 @@ def main(config: BenchConfig) -> int:
             "prompt_tokens_mean": round(statistics.fmean(map(len, prompts)), 1),
             "engine": {
                 **engine.model_dump(),
-                "enable_prefix_caching": False,
-                **cpu_scheduler_args(engine.max_model_len),
+                "enable_prefix_caching": True,
+                "dtype_run": cpu_dtype(engine, model_folder_dtype(model_path)),
             },
             "max_sentences": max_sentences,
             "load_s": round(load_s, 1),

@@ -10,7 +10,8 @@ reverse, ...) for ``--repeats`` rounds, so that drift in the machine's load hits
   ``repetition_penalty``), ``--max-model-len`` only when the model's full context would not fit the KV cache. What a
   user compares.
 - ``vllm-ours``: the same vLLM server given our engine settings (dtype, max_model_len, enforce_eager, max_num_seqs,
-  prefix caching, the CPU scheduler settings) and our sampling sent explicitly: the API layer's own cost.
+  prefix caching; on CPU our fix that keeps seeded requests alive under chunked prefill,
+  ``app.engine.cpu_seeded_chunks``) and our sampling sent explicitly: the API layer's own cost.
 
 The client sends ``ours`` and ``vllm-defaults`` the same body (temperature from the manifest, a seed per request,
 ``ignore_eos``, ``max_tokens``): each server applies its own defaults to the rest. Every request asks for the usage
@@ -62,7 +63,8 @@ import httpx
 
 from app.core.format import TagStripper
 from app.core.strategies import StrategyCatalogue, load_catalogue
-from app.engine.vllm_engine import cpu_scheduler_args, cuda_available
+from app.engine.cpu_seeded_chunks import ENV as SEEDED_CHUNKS_ENV
+from app.engine.vllm_engine import cpu_dtype, cuda_available, model_folder_dtype
 from loadtest.conversations import FOLLOW_UPS, OPENERS
 
 if TYPE_CHECKING:
@@ -557,7 +559,7 @@ def server_commands(
         defaults[-2:-2] = ["--max-model-len", str(fit)]
     matched = [
         *peer,
-        *("--dtype", engine.dtype),
+        *("--dtype", engine.dtype if cuda_available() else cpu_dtype(engine, model_folder_dtype(model_path))),
         *("--max-model-len", str(engine.max_model_len), "--max-num-seqs", str(engine.max_num_seqs)),
         *("--tensor-parallel-size", str(engine.tensor_parallel_size)),
         *("--generation-config", "vllm"),  # no model-folder sampling defaults: ours applies none either
@@ -565,9 +567,6 @@ def server_commands(
         *(["--enforce-eager"] if engine.enforce_eager else []),
         *("--host", "127.0.0.1"),
     ]
-    if not cuda_available():  # the CPU scheduler settings our engine uses (see cpu_scheduler_args)
-        batched = cpu_scheduler_args(engine.max_model_len)["max_num_batched_tokens"]
-        matched += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(batched)]
     return {"ours": (ours, "/ready"), "vllm-defaults": (defaults, "/health"), "vllm-ours": (matched, "/health")}
 
 
@@ -639,6 +638,9 @@ def run_variant(
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gb)}
     if variant == "ours" and config.redis_url:
         env["SWEETIE_REDIS_URL"] = config.redis_url
+    env.pop(SEEDED_CHUNKS_ENV, None)
+    if variant == "vllm-ours":  # our engine's CPU fix for seeded requests under chunked prefill (ours sets it itself)
+        env[SEEDED_CHUNKS_ENV] = "1"
     log = log_dir / f"{position:02d}-{variant}-r{round_}.log"
     run = ServerRun(variant, [*command, "--port", str(port)], env, ready, log, port)
     compiled = "--enforce-eager" not in command if variant != "ours" else not manifest.engine.enforce_eager
