@@ -140,7 +140,7 @@ class SafetyClassifierConfig:
         default=None, metadata={"help": "ESConv folder; default $SWEETIE_ESCONV_DIR or ../shared/data/esconv"}
     )
     max_ordinary_high: float = field(
-        default=0.0075,
+        default=0.005,
         metadata={"help": "level thresholds keep the CV share of real ordinary chat (ESConv) judged high at most this"},
     )
     max_ordinary_flagged: float = field(
@@ -1077,6 +1077,21 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         "breakups, parents, insomnia, loneliness, small talk), written in a later pass, after ordinary support chat",
         "was found flagged as crisis (its author had read nine flagged ESConv valid messages quoted in that report and",
         "wrote messages of those kinds, copying none).",
+        "**The fourth pass (`seeds/plain_speech.yaml`, 2026-12-03) was written after reading the DEV set's errors**,"
+        " grouped by taxonomy node and language, made by the artefact of 2026-12-02: English risk said without"
+        " naming it (means and lethal amounts, farewells, preparations, self-injury described by the act, passive and"
+        " ambivalent wishes, burden, murder-suicide, abuse by adults in authority, control short of violence) was"
+        " missed, and Chinese hard negatives (jokes with 想死/累死/笑死, idioms, fiction, education, professionals,"
+        " third-party past events, negation, recovery, gaming) were flagged. Its 509 messages and conversations are"
+        " new, written"
+        " from the taxonomy for those kinds; no dev message was copied, translated or paraphrased, and the final"
+        " test set was not read. The same pass added the node `elevated.abuse.control` (control short of violence,"
+        " which the labelling brief rates elevated) and moved two seeds of that kind out of `high.abuse.partner`."
+        " Three retrains were measured on dev (the second added ten conversation seeds about preparations spread"
+        " over messages, after a unit test's example lost its category; the third lowered the CV cap on ordinary"
+        " chat judged high, after ESConv valid measured 0.0104 for the second). Thresholds were still chosen by"
+        " cross-validation, never on dev. **Dev-set figures of this artefact are therefore no longer held out**;"
+        " only the final test set is, and it was run once, after this artefact was fixed.",
         "`python -m training.safety_data build`",
         "expands them deterministically (seed 12): slot values (times, means, places, people, ages), short neutral",
         "frames shared by all levels, and register transforms (lowercase, no punctuation, typos, abbreviations, slang",
@@ -1137,8 +1152,10 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         f"{config['max_hard_negative_fpr']}; real ordinary chat (ESConv train turns, alone and with up"
         " to 4 earlier turns, held out by dialogue)"
         f" judged high at most {config.get('max_ordinary_high')} and flagged at most"
-        f" {config.get('max_ordinary_flagged')} (a little under the 0.01 / 0.05 targets, for the spread between"
-        " cross-validation and new dialogues); and hand-written ordinary chat, per language, judged high at most"
+        f" {config.get('max_ordinary_flagged')} (under the 0.01 / 0.05 targets, for the spread between"
+        " cross-validation and new dialogues: with a cap of 0.0075 on high, the fourth seed pass measured 0.0045"
+        " in CV and 0.0104 on ESConv valid, so the cap on high was lowered to 0.005);"
+        " and hand-written ordinary chat, per language, judged high at most"
         f" {config.get('max_written_ordinary_high')} and flagged at most {config.get('max_written_ordinary_flagged')}"
         " (a looser guard: those are short, deliberately confusable messages - plans, times, ages, places, giving"
         " things away - held out by seed, and the taxonomy itself makes some preparatory acts high without naming"
@@ -1346,9 +1363,11 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         "",
         "- The corpus is synthetic: hand-written seeds, expanded by templates. Cross-validation groups",
         "  variants of a seed together, but the authors' phrasing habits are on both sides of every fold, so the CV",
-        "  figures overstate what real users' messages will get. The held-out dev and test sets",
-        "  (`benchmarks/safety/dev.jsonl`, `test.jsonl`, written separately) and `benchmarks/safety_bench.py` are",
-        "  the honest measure; the regression set (`benchmarks/safety/regression.jsonl`) only guards behaviour.",
+        "  figures overstate what real users' messages will get. The final test set",
+        "  (`benchmarks/safety/test.jsonl`, written separately) and `benchmarks/safety_bench.py` are the honest",
+        "  measure. The dev set (`dev.jsonl`) was held out until the fourth seed pass, which was written after",
+        "  reading its errors by category, so dev figures now flatter the screen; the regression set",
+        "  (`benchmarks/safety/regression.jsonl`) only guards behaviour.",
         "- Real ordinary chat in training is English only (ESConv); Chinese ordinary chat is hand-written.",
         "- It matches character and word patterns; it does not understand meaning. Sarcasm, long narratives, new",
         "  slang, other languages and scripts (Traditional Chinese is only partly covered by shared characters),",
