@@ -31,7 +31,7 @@ class SamplingDefaults(BaseModel):
 
     max_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)  # no nucleus cut unless a manifest asks: vLLM's and OpenAI's default
     repetition_penalty: float = Field(1.0, gt=0.0)
     max_sentences: int | None = Field(None, ge=1)
     """End each reply after this many complete sentences (None: only ``max_tokens`` limits the length)."""
