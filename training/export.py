@@ -98,7 +98,7 @@ def export_model(
     description: str = "",
     dtype: str = "bfloat16",
     max_model_len: int = 2048,
-    enforce_eager: bool = True,
+    enforce_eager: bool = False,
 ) -> Path:
     """Write ``model`` (a plain transformers model: merge LoRA first) and ``tokenizer`` to ``model_repo/name``."""
     import torch
@@ -180,7 +180,9 @@ class ExportConfig:
         default="bfloat16", metadata={"help": "Exported weights dtype."}
     )
     max_model_len: int = field(default=2048, metadata={"help": "Served context length."})
-    enforce_eager: bool = field(default=True, metadata={"help": "Manifest engine: eager mode."})
+    enforce_eager: bool = field(
+        default=False, metadata={"help": "Manifest engine: eager mode (faster start, slower serving)."}
+    )
 
 
 def system_prompt_of(manifest_ref: str, model_repo: Path) -> str:

@@ -49,7 +49,10 @@ class EngineConfig(BaseModel):
     (``benchmarks/results/cpu_engine_modes.json``); float32 costs twice the weight and KV-cache memory."""
     max_model_len: int = Field(2048, ge=64)
     enable_prefix_caching: bool = True
-    enforce_eager: bool = True
+    enforce_eager: bool = False
+    """False (vLLM's default): compiled (torch.compile; CUDA graphs on GPU). The compile cache under
+    ``VLLM_CACHE_ROOT`` (``~/.cache/vllm``) makes later starts cheaper. True starts faster and serves slower
+    (``benchmarks/results/compare.json``, ``compare_eager.json``)."""
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     tensor_parallel_size: int = Field(1, ge=1)
     max_num_seqs: int = Field(64, ge=1)
