@@ -405,7 +405,10 @@ _EN_SLANG: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"\bsuicide\b", ("sui", "s*icide", "sewerslide", "suicide")),
     (r"\bsuicidal\b", ("sui", "s*icidal", "suicidal af")),
     (r"\bself[- ]harm(ed|ing)?\b", ("sh", "s/h", "self h*rm")),
-    (r"\bcut(ting)?\b", ("cut", "sh", "c*t")),
+    # "sh" and "c*t" stand for cutting oneself only: "paper cut", "budget cuts" and "cut my finger chopping onions"
+    # (hard negatives) keep the word, or the screen would learn that "sh" is harmless.
+    (r"\bcut(ting)? myself\b", ("cut myself", "sh", "c*t myself")),
+    (r"\bcut(?=(ting)? my (arms?|wrists?|thighs?|legs?|skin|hips?|stomach)\b)", ("cut", "c*t")),
     (r"\bdie\b", ("d!e", "die", "unalive")),
     (r"\bdead\b", ("ded", "dead")),
     (r"\bwant to\b", ("wanna",)),

@@ -4,6 +4,7 @@ the committed corpus is what the seeds build."""
 from __future__ import annotations
 
 import hashlib
+import random
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -179,3 +180,21 @@ def test_esconv_negatives_are_clean_train_turns_grouped_by_dialogue() -> None:
         if esconv_message(item["id"]) == (item["id"], "alone"):
             assert not lexical.screen(item["text"]).flagged, item["id"]
     assert len({seed_key(it["id"]) for it in items}) == stats["dialogues"]
+
+
+def test_slang_writes_sh_only_for_cutting_oneself() -> None:
+    """The shorthand "sh" stands for self-harm: a hard negative about a paper cut or a kitchen accident must keep
+    its word, or the screen learns that "sh" means no risk."""
+    from training.safety_data import TRANSFORMS
+
+    slang = TRANSFORMS["slang"]
+    for text in ("got a paper cut", "we need to cut our losses", "I cut my finger chopping onions", "budget cuts"):
+        for seed in range(40):
+            out = slang(text, random.Random(seed), "en")
+            assert "sh" not in out.split() and "c*t" not in out, (text, out)
+    forms = {slang("I keep cutting myself", random.Random(seed), "en") for seed in range(40)}
+    assert "I keep sh" in forms and "I keep c*t myself" in forms
+    assert {slang("I cut my wrists again", random.Random(seed), "en") for seed in range(40)} == {
+        "I cut my wrists again",
+        "I c*t my wrists again",
+    }

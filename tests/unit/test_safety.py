@@ -463,19 +463,18 @@ def test_default_screen_holds_its_regression_level() -> None:
 
 REGRESSION_FLOORS = {
     "high_flagged": 0.87,  # measured 0.906 (96/106); 0.943 before the fourth seed pass
-    "high_as_high": 0.83,  # measured 0.858 (91/106); 0.896 before the fourth seed pass
-    "elevated_flagged": 0.78,  # measured 0.829 (58/70); 0.900 before the ordinary-chat retrain
+    "high_as_high": 0.79,  # measured 0.821 (87/106); 0.858 before the fifth seed pass (its CV chose high >= 0.825)
+    "elevated_flagged": 0.78,  # measured 0.814 (57/70); 0.900 before the ordinary-chat retrain
 }
 REGRESSION_CEILINGS = {
-    "hard_negative_fpr": 0.11,  # measured 0.076 (11/145)
-    "none_fpr": 0.09,  # measured 0.060 (13/216)
+    "hard_negative_fpr": 0.10,  # measured 0.062 (9/145)
+    "none_fpr": 0.08,  # measured 0.051 (11/216)
 }
 REGRESSION_CATEGORY_FLOORS = {
-    "suicide": 0.87,  # measured 0.900 (n=90); 0.956 before the ordinary-chat retrain
-    # measured 0.778 (21/27); 0.852 before the fourth seed pass, which lost "I just cut myself and there's a lot of
-    # blood" and "I'm about to start cutting again, the razor is right here" (both now none; the first was only
-    # elevated before): a known gap, "I just cut myself" reads as ordinary chat to the n-grams
-    "self_harm": 0.74,
-    "harm_to_others": 0.81,  # measured 0.864 (n=22)
-    "abuse": 0.86,  # measured 0.895 (n=38)
+    "suicide": 0.85,  # measured 0.878 (n=90); 0.956 before the ordinary-chat retrain
+    # measured 0.926 (25/27): the fifth seed pass (self-injury described by the act) took it back from 0.778; the
+    # fourth had lost "I just cut myself and there's a lot of blood"
+    "self_harm": 0.89,
+    "harm_to_others": 0.74,  # measured 0.773 (17/22); 0.864 before the fifth seed pass
+    "abuse": 0.83,  # measured 0.868 (n=38)
 }

@@ -222,6 +222,28 @@ def test_elevated_risk_is_flagged(screen: LearnedSafetyScreen, text: str, catego
 
 
 @pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("did it again tonight with the blade, it's deeper than usual and won't stop bleeding", True),
+        ("burned my arm with a lighter again so i could feel something", True),
+        ("刚才又拿刀片划了手腕，流了好多血", True),
+        ("sliced my thumb open cutting bagels, bleeding everywhere lol", False),
+        ("切菜的时候把手指切了，流了好多血", False),
+    ],
+)
+def test_self_injury_told_by_the_act_is_high_and_accidents_are_not(
+    screen: LearnedSafetyScreen, text: str, flagged: bool
+) -> None:
+    """Self-injury is often described by the act and the wound, never named; the same words about a kitchen
+    accident are not risk (the fifth seed pass)."""
+    result = screen.screen(text)
+    if flagged:
+        assert result.level.value == "high" and "self_harm" in result.categories, (text, result)
+    else:
+        assert result.level is NONE, (text, result)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "my exam tomorrow is going to kill me lol",  # hyperbole
