@@ -278,7 +278,9 @@ def test_long_session_prompt_is_trimmed_but_history_kept(alpha: openai.OpenAI, s
     drops = [before - after for before, after in pairwise(prompts) if after < before]
     assert drops, prompts  # the prompt stopped growing: the oldest turns left it
     per_turn = prompts[1] - prompts[0]
-    assert max(drops) >= 2 * per_turn, prompts  # a block of whole turns left at once, not a message at a time
+    # A block of whole turns left at once, not a message at a time: more than one turn's growth (turns differ by a
+    # few tokens, as the sampled replies do).
+    assert max(drops) >= 1.5 * per_turn, prompts
     assert export(session_server, sid).json()["turns"] == 16  # nothing dropped from storage
 
 
