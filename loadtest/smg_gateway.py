@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+
+from loadtest.compare import free_port
 
 ROUTING_HEADER = "X-Session-Id"
 """The gateway routes on this header but does not forward it: clients also send the body field ``session_id``."""
@@ -73,12 +74,6 @@ def smg_executable() -> str:
     if found is None:
         raise GatewayError("smg not found: install the gateway extra (pip install -e '.[gateway]', smg==1.13.0)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def served_model(replica: str, timeout: float = 5.0) -> str:
