@@ -565,6 +565,7 @@ def server_commands(
         *("--generation-config", "vllm"),  # no model-folder sampling defaults: ours applies none either
         "--enable-prefix-caching" if engine.enable_prefix_caching else "--no-enable-prefix-caching",
         *(["--enforce-eager"] if engine.enforce_eager else []),
+        *(["--block-size", str(engine.cpu_block_size)] if engine.cpu_block_size and not cuda_available() else []),
         *("--host", "127.0.0.1"),
     ]
     return {"ours": (ours, "/ready"), "vllm-defaults": (defaults, "/health"), "vllm-ours": (matched, "/health")}

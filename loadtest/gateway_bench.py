@@ -14,8 +14,12 @@ Turn k of every session is sent at once (in a new order each turn) and turn k+1 
 that vLLM's prefix-cache counters (``vllm:prefix_cache_hits_total`` / ``vllm:prefix_cache_queries_total``, in
 tokens, read from each replica's ``/metrics``) can be attributed to turns. Each run uses new session ids and request
 seeds; a shared prefix (the system prompt, an opener) may be cached from an earlier run, on every replica alike.
-vLLM caches whole KV blocks only (128 tokens on the CPU backend: ``vllm:cache_config_info``), so a turn hits at most
-the whole blocks of the conversation so far.
+vLLM caches whole KV blocks only (``engine.cpu_block_size`` in the manifest, 32 tokens by default; vLLM's own CPU
+default is 128), so a turn hits at most the whole blocks of the conversation so far; the block size the replicas run
+is read from ``vllm:cache_config_info`` and recorded.
+
+With ``--repeats`` R > 1 the policies run R times in mirrored order (A B C, C B A, ...), each time on new sessions, and
+every figure pools the repeats; each repeat's headline figures are kept beside it to show the spread.
 
 Reported per policy: the prefix-cache hit share of turns 2..N and per turn, TTFT p50 per turn (time to the first
 content delta, through the gateway), errors, and whether every session stayed on one replica (the gateway's
@@ -70,10 +74,12 @@ class GatewayBenchConfig:
     api_key: str | None = None
     """Bearer key for ``replica_urls`` that require one."""
     redis_url: str = "redis://127.0.0.1:6379/0"
-    sessions: int = 8
+    sessions: int = 16
     turns: int = 10
     max_tokens: int = 48
     policies: list[str] = field(default_factory=lambda: [*SESSION_POLICIES, BASELINE])
+    repeats: int = 2
+    """Runs per policy, in mirrored order (A B C C B A)."""
     seed: int = 0
     results: bool = True
     """Write benchmarks/results/gateway.json."""
@@ -106,6 +112,23 @@ def prefix_cache_counters(metrics_text: str) -> Counters:
             if sample.name in totals:
                 totals[sample.name] += sample.value
     return Counters(totals[HITS], totals[QUERIES])
+
+
+def block_size(metrics_text: str) -> int | None:
+    """The KV-cache block size (tokens) vLLM reports in ``vllm:cache_config_info``."""
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name.startswith("vllm:cache_config_info") and "block_size" in sample.labels:
+                return int(sample.labels["block_size"])
+    return None
+
+
+def schedule(policies: Sequence[str], repeats: int) -> list[str]:
+    """Each policy ``repeats`` times, every other round reversed, so that no policy always runs first or last."""
+    order: list[str] = []
+    for round_ in range(repeats):
+        order += list(policies) if round_ % 2 == 0 else list(reversed(policies))
+    return order
 
 
 async def read_counters(http: httpx.AsyncClient, replicas: Sequence[str]) -> Counters:
@@ -205,6 +228,27 @@ async def drive(
 
 def share(hits: float, queries: float) -> float | None:
     return round(hits / queries, 4) if queries > 0 else None
+
+
+def summarize_repeats(runs: Sequence[tuple[list[TurnResult], list[Counters], float]], turns: int) -> dict[str, Any]:
+    """One policy's repeats pooled: results together, counter deltas summed turn by turn; each repeat's headline."""
+    results = [result for run_results, _, _ in runs for result in run_results]
+    deltas = [
+        Counters(sum(run[1][t].hits for run in runs), sum(run[1][t].queries for run in runs)) for t in range(turns)
+    ]
+    pooled = summarize(results, deltas, turns, sum(wall for _, _, wall in runs))
+    each = [summarize(r, d, turns, w) for r, d, w in runs]
+    # Session numbers restart in every repeat (with new session ids): count stickiness per repeat.
+    pooled["sessions_on_one_replica"] = sum(summary["sessions_on_one_replica"] for summary in each)
+    pooled["sessions"] = sum(summary["sessions"] for summary in each)
+    pooled["repeats"] = [
+        {
+            key: summary[key]
+            for key in ("hit_share_turns_2_plus", "ttft_p50_ms_turns_2_plus", "errors", "first_turns_per_replica")
+        }
+        for summary in each
+    ]
+    return pooled
 
 
 def summarize(results: list[TurnResult], deltas: list[Counters], turns: int, wall_s: float) -> dict[str, Any]:
@@ -352,19 +396,22 @@ def main(config: GatewayBenchConfig) -> int:
         check_redis(config.redis_url)
         servers = start_replicas(config, log_dir)
         replicas, api_key = [s.root for s in servers], BENCH_KEY
-    runs: dict[str, dict[str, Any]] = {}
+    measured: dict[str, list[tuple[list[TurnResult], list[Counters], float]]] = {p: [] for p in config.policies}
+    blocks: int | None = None
     try:
         models = {url: served_model(url) for url in replicas}
         model = next(iter(models.values()))
         warm_up(replicas, model, api_key)
-        for run, policy in enumerate(config.policies):
+        blocks = block_size(httpx.get(f"{replicas[0]}/metrics", timeout=30).raise_for_status().text)
+        print(f"KV-cache block size: {blocks} tokens", flush=True)
+        for run, policy in enumerate(schedule(config.policies, config.repeats)):
             print(f"{policy}: {config.sessions} sessions x {config.turns} turns through smg ...", flush=True)
-            with SmgGateway(policy, models, log_dir / f"smg-{policy}.log") as gateway:
-                results, deltas, wall_s = asyncio.run(drive(gateway.root, replicas, model, api_key, config, run))
-            runs[policy] = summarize(results, deltas, config.turns, wall_s)
+            with SmgGateway(policy, models, log_dir / f"smg-{policy}-{run}.log") as gateway:
+                measured[policy].append(asyncio.run(drive(gateway.root, replicas, model, api_key, config, run)))
     finally:
         for server in servers:
             server.stop()
+    runs = {policy: summarize_repeats(done, config.turns) for policy, done in measured.items() if done}
     print(render(runs, config.turns))
     outcome = verdict(runs)
     for policy, checks in outcome.items():
@@ -372,7 +419,11 @@ def main(config: GatewayBenchConfig) -> int:
     if config.results:
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
         settings.pop("api_key", None)
-        write_results("gateway", started, {"config": settings, "replicas": replicas, "runs": runs, "verdict": outcome})
+        write_results(
+            "gateway",
+            started,
+            {"config": settings, "replicas": replicas, "block_size": blocks, "runs": runs, "verdict": outcome},
+        )
     return 0 if all(v is not False for checks in outcome.values() for v in checks.values()) else 1
 
 
@@ -386,12 +437,13 @@ def parse_args(argv: list[str] | None = None) -> GatewayBenchConfig:
     parser.add_argument("--replica-urls", nargs="+", default=[], help="use these running replicas instead")
     parser.add_argument("--api-key", help="Bearer key for --replica-urls (default: none)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="the replicas' shared session store")
-    parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions per policy")
+    parser.add_argument("--sessions", type=int, default=16, help="concurrent sessions per policy")
     parser.add_argument("--turns", type=int, default=10, help=f"turns per session (2 to {len(FOLLOW_UPS) + 1})")
     parser.add_argument("--max-tokens", type=int, default=48, help="max_tokens per reply")
     parser.add_argument(
         "--policies", nargs="+", choices=list(POLICIES), default=[*SESSION_POLICIES, BASELINE], help="runs, in order"
     )
+    parser.add_argument("--repeats", type=int, default=2, help="runs per policy, in mirrored order")
     parser.add_argument("--seed", type=int, default=0, help="conversation scripts, request seeds, engine seed")
     parser.add_argument("--no-results", dest="results", action="store_false", help="do not write the results file")
     parser.add_argument("--log-dir", type=Path, help="replica and gateway logs (default: a new temporary folder)")
@@ -399,8 +451,8 @@ def parse_args(argv: list[str] | None = None) -> GatewayBenchConfig:
     args = parser.parse_args(argv)
     if not 2 <= args.turns <= len(FOLLOW_UPS) + 1:
         parser.error(f"--turns must be 2 to {len(FOLLOW_UPS) + 1}: turns 2+ are what is measured")
-    if args.sessions < 1 or args.max_tokens < 1 or args.replicas < 1:
-        parser.error("--sessions, --max-tokens and --replicas must be positive")
+    if min(args.sessions, args.max_tokens, args.replicas, args.repeats) < 1:
+        parser.error("--sessions, --max-tokens, --replicas and --repeats must be positive")
     return GatewayBenchConfig(**vars(args))
 
 

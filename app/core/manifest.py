@@ -47,6 +47,11 @@ class EngineConfig(BaseModel):
     """The dtype on a CPU. ``auto``: ``dtype`` where the CPU computes it natively (bfloat16 needs AVX512-BF16 or AMX),
     else float32. Without native support vLLM's CPU kernels emulate bfloat16 and prefill runs ~5x slower
     (``benchmarks/results/cpu_engine_modes.json``); float32 costs twice the weight and KV-cache memory."""
+    cpu_block_size: int | None = Field(32, ge=32, multiple_of=32)
+    """KV-cache block size (tokens) on a CPU; None: vLLM's CPU default (128). Prefix caching reuses whole blocks only,
+    so a session turn re-prefills the part of the conversation past its last full block: with 128-token blocks that
+    is most of one reply and question. vLLM's CPU kernels want a multiple of 32
+    (``benchmarks/results/gateway.json``, ``compare.json``: hit share and throughput at this default)."""
     max_model_len: int = Field(2048, ge=64)
     enable_prefix_caching: bool = True
     enforce_eager: bool = False

@@ -136,6 +136,8 @@ class VllmEngine:
             args["gpu_memory_utilization"] = config.gpu_memory_utilization
         else:
             allow_seeded_chunked_prefill()
+            if config.cpu_block_size is not None:
+                args["block_size"] = config.cpu_block_size
         # As an OpenAI server: vLLM picks its scheduler defaults (e.g. the step's token budget) by usage context.
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args), usage_context=UsageContext.OPENAI_API_SERVER)
         return cls(llm, length)

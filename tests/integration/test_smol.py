@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
 
 import httpx
@@ -10,6 +11,7 @@ import openai
 import pytest
 
 from app.core.strategies import load_catalogue
+from loadtest.gateway_bench import block_size, prefix_cache_counters
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -81,3 +83,33 @@ def test_default_reply_is_the_models_first_three_sentences(client: openai.OpenAI
         what="the engine to drop the request after the reply was cut",
     )
     assert time.monotonic() - started < whole_reply_s - cut_reply_s
+
+
+def test_a_session_turn_reuses_the_cached_conversation(client: openai.OpenAI, smol_server: str) -> None:
+    """The engine keeps the KV cache in 32-token blocks on CPU (vLLM's own CPU default, 128, would cache nothing of
+    a short first turn), so turn 2 of a session re-reads at least every whole block of turn 1's prompt."""
+    root = smol_server.removesuffix("/v1")
+    assert block_size(httpx.get(f"{root}/metrics").text) == 32
+    session = {"session_id": f"smol-cache-{secrets.token_hex(4)}"}
+    first = client.chat.completions.create(
+        model="sweetiechat",
+        messages=[{"role": "user", "content": "My sister moved abroad and the house feels so empty now."}],
+        max_tokens=48,
+        extra_body=session,
+    )
+    assert first.usage is not None
+    before = prefix_cache_counters(httpx.get(f"{root}/metrics").text)
+    second = client.chat.completions.create(
+        model="sweetiechat",
+        messages=[{"role": "user", "content": "We used to cook dinner together every Sunday."}],
+        max_tokens=8,
+        extra_body=session,
+    )
+    assert second.usage is not None and second.usage.prompt_tokens > first.usage.prompt_tokens  # the history is in
+    whole_blocks = first.usage.prompt_tokens // 32 * 32
+
+    def reused() -> float:
+        now = prefix_cache_counters(httpx.get(f"{root}/metrics").text)
+        return now.hits - before.hits
+
+    wait_until(lambda: reused() >= whole_blocks, timeout=10, what=f"{whole_blocks} prefix-cache hits on turn 2")

@@ -96,3 +96,12 @@ def test_cpu_dtype_runs_16_bit_only_where_the_cpu_has_it(
 def test_a_bad_cpu_dtype_is_a_manifest_error() -> None:
     with pytest.raises(ValueError, match="cpu_dtype"):
         EngineConfig.model_validate({"cpu_dtype": "int8"})
+
+
+def test_cpu_block_size_defaults_to_32_and_must_suit_the_cpu_kernels() -> None:
+    assert EngineConfig().cpu_block_size == 32
+    assert EngineConfig.model_validate({"cpu_block_size": None}).cpu_block_size is None  # vLLM's CPU default
+    assert EngineConfig.model_validate({"cpu_block_size": 64}).cpu_block_size == 64
+    for bad in (16, 48, 0):
+        with pytest.raises(ValueError, match="cpu_block_size"):
+            EngineConfig.model_validate({"cpu_block_size": bad})
