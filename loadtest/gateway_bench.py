@@ -75,6 +75,9 @@ class GatewayBenchConfig:
     """Bearer key for ``replica_urls`` that require one."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     sessions: int = 16
+    concurrency: int | None = None
+    """Turns in flight at once (default: every session's turn k together). 1 measures TTFT as the prefix cache
+    makes it, without queueing: on a 2-core machine two loaded replicas make TTFT a matter of CPU scheduling."""
     turns: int = 10
     max_tokens: int = 48
     policies: list[str] = field(default_factory=lambda: [*SESSION_POLICIES, BASELINE])
@@ -82,7 +85,8 @@ class GatewayBenchConfig:
     """Runs per policy, in mirrored order (A B C C B A)."""
     seed: int = 0
     results: bool = True
-    """Write benchmarks/results/gateway.json."""
+    """Write benchmarks/results/<results_name>.json."""
+    results_name: str = "gateway"
     log_dir: Path | None = None
     ready_timeout: float = 900.0
 
@@ -194,24 +198,21 @@ async def drive(
     order = random.Random(config.seed * 7919 + run)
     results: list[TurnResult] = []
     deltas: list[Counters] = []
+    gate = asyncio.Semaphore(config.concurrency or config.sessions)
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=30) as http:
         for turn in range(1, config.turns + 1):
             before = await read_counters(http, replicas)
             sessions = order.sample(range(config.sessions), config.sessions)
-            batch = await asyncio.gather(
-                *(
-                    one_turn(
-                        client,
-                        model,
-                        session_ids[i],
-                        scripts[i][turn - 1],
-                        config.max_tokens,
-                        request_seed(run, i, turn),
+
+            async def limited(i: int, turn: int = turn) -> TurnResult:
+                async with gate:
+                    text = scripts[i][turn - 1]
+                    return await one_turn(
+                        client, model, session_ids[i], text, config.max_tokens, request_seed(run, i, turn)
                     )
-                    for i in sessions
-                )
-            )
+
+            batch = await asyncio.gather(*(limited(i) for i in sessions))
             await asyncio.sleep(0.5)  # vLLM records the last step's stats as it emits the last tokens
             after = await read_counters(http, replicas)
             deltas.append(Counters(after.hits - before.hits, after.queries - before.queries))
@@ -420,7 +421,7 @@ def main(config: GatewayBenchConfig) -> int:
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
         settings.pop("api_key", None)
         write_results(
-            "gateway",
+            config.results_name,
             started,
             {"config": settings, "replicas": replicas, "block_size": blocks, "runs": runs, "verdict": outcome},
         )
@@ -443,16 +444,29 @@ def parse_args(argv: list[str] | None = None) -> GatewayBenchConfig:
     parser.add_argument(
         "--policies", nargs="+", choices=list(POLICIES), default=[*SESSION_POLICIES, BASELINE], help="runs, in order"
     )
+    parser.add_argument(
+        "--concurrency", type=int, help="turns in flight at once (default: all sessions' turn k together)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs per policy, in mirrored order")
     parser.add_argument("--seed", type=int, default=0, help="conversation scripts, request seeds, engine seed")
     parser.add_argument("--no-results", dest="results", action="store_false", help="do not write the results file")
+    parser.add_argument("--results-name", default="gateway", help="benchmarks/results/<name>.json")
     parser.add_argument("--log-dir", type=Path, help="replica and gateway logs (default: a new temporary folder)")
     parser.add_argument("--ready-timeout", type=float, default=900.0, help="seconds to wait for each replica")
     args = parser.parse_args(argv)
     if not 2 <= args.turns <= len(FOLLOW_UPS) + 1:
         parser.error(f"--turns must be 2 to {len(FOLLOW_UPS) + 1}: turns 2+ are what is measured")
-    if min(args.sessions, args.max_tokens, args.replicas, args.repeats) < 1:
-        parser.error("--sessions, --max-tokens, --replicas and --repeats must be positive")
+    if (
+        min(
+            args.sessions,
+            args.max_tokens,
+            args.replicas,
+            args.repeats,
+            1 if args.concurrency is None else args.concurrency,
+        )
+        < 1
+    ):
+        parser.error("--sessions, --max-tokens, --replicas, --repeats and --concurrency must be positive")
     return GatewayBenchConfig(**vars(args))
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from loadtest.gateway_bench import (
     Counters,
     TurnResult,
     block_size,
+    parse_args,
     prefix_cache_counters,
     schedule,
     summarize_repeats,
@@ -60,3 +63,12 @@ def test_repeats_are_pooled_and_stickiness_is_counted_per_repeat() -> None:
     assert [r["hit_share_turns_2_plus"] for r in pooled["repeats"]] == [0.75, 0.25]
     assert pooled["ttft_p50_ms_turns_2_plus"] == 200.0  # the median of both repeats' turn-2 TTFTs together
     assert pooled["wall_s"] == 22.0
+
+
+def test_cli_takes_a_concurrency_and_a_results_name_and_refuses_nonsense() -> None:
+    config = parse_args(["--concurrency", "1", "--sessions", "6", "--results-name", "gateway_sequential"])
+    assert (config.concurrency, config.sessions, config.results_name) == (1, 6, "gateway_sequential")
+    assert parse_args([]).concurrency is None  # every session's turn k at once
+    for bad in (["--concurrency", "0"], ["--repeats", "0"], ["--turns", "1"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
