@@ -2,7 +2,10 @@
 
 On the first SIGTERM/SIGINT: ``/ready`` answers 503 at once and new ``/v1`` requests get 503, while in-flight
 generations finish, for at most ``drain_grace_s`` seconds. Then uvicorn shuts down normally: the lifespan closes the
-session store and the engine, and the process exits 0. A second signal exits at once.
+session store and the engine, and the process exits 0. A second signal stops without waiting out the grace (exit 130
+after a second SIGINT, death by SIGTERM after a second SIGTERM, as uvicorn re-raises it). Signals to the whole
+process group reach vLLM's engine processes too; they leave termination to this process
+(:mod:`app.engine.engine_signals`).
 """
 
 from __future__ import annotations
@@ -52,4 +55,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(app: FastAPI, host: str, port: int, grace_s: float) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5)
-    DrainingServer(config, app, grace_s).run()
+    try:
+        DrainingServer(config, app, grace_s).run()
+    except KeyboardInterrupt:  # a second Ctrl-C: uvicorn re-raises it once shut down (its own run() swallows it)
+        raise SystemExit(130) from None

@@ -24,11 +24,16 @@ def free_port() -> int:
 class ServerProcess:
     """One ``python -m app`` process with its log captured to a file."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None, *, new_session: bool = False
+    ) -> None:
+        """``new_session``: start the server in its own session and process group (as a service manager or a shell
+        does), so that a test can signal the whole group with ``os.killpg(server.proc.pid, sig)``."""
         self.port = free_port()
         self.args = [*args, "--host", "127.0.0.1", "--port", str(self.port), "--log-format", "json"]
         self.log_path = log_path
         self.env = {**os.environ, **(env or {})}
+        self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,6 +52,7 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
+            start_new_session=self.new_session,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -74,5 +80,8 @@ class ServerProcess:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            if self.new_session:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the engine processes too
+            else:
+                self.proc.kill()
             return self.proc.wait()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.core.manifest import EngineConfig
-from app.engine import cpu_seeded_chunks
+from app.engine import cpu_seeded_chunks, engine_signals
 from app.engine.base import ChoiceDelta, EngineError, GenerationParams, InvalidParamsError
 
 if TYPE_CHECKING:
@@ -101,11 +101,11 @@ class VllmEngine:
     ) -> VllmEngine:
         """Load the model and start the engine core (blocking; seconds to minutes).
 
-        ``drain_s``: when the engine core itself gets SIGTERM/SIGINT (a signal to the whole process group, as
-        systemd's default ``KillMode=control-group`` and a terminal's Ctrl-C send), it finishes its in-flight
-        requests for up to this long instead of aborting them (vLLM's ``shutdown_timeout``). That is enough where
-        the model runs inside the engine core (GPU, one device); on CPU vLLM runs the model in a separate worker
-        process, which exits on the signal, so there the server must be the only one signalled (``KillMode=mixed``).
+        ``drain_s``: the engine processes leave SIGTERM/SIGINT to the server (:mod:`app.engine.engine_signals`), so
+        a signal to the whole process group (systemd's default ``KillMode=control-group``, a terminal's Ctrl-C)
+        drains like a signal to the server alone. Where that plugin cannot be enabled (another vLLM version), the
+        engine core instead finishes its in-flight requests for up to ``drain_s`` on such a signal (vLLM's
+        ``shutdown_timeout``); on CPU its worker process would still exit at once.
         """
         on_gpu = device == "cuda" or (device == "auto" and cuda_available())
         if not on_gpu:
@@ -116,6 +116,7 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         length = max_model_len or config.max_model_len
+        held = engine_signals.enable()
         args: dict[str, Any] = {
             "model": model_path,
             "tokenizer": model_path,
@@ -126,7 +127,8 @@ class VllmEngine:
             "tensor_parallel_size": config.tensor_parallel_size,
             "max_num_seqs": config.max_num_seqs,
             "seed": seed,
-            "shutdown_timeout": math.ceil(drain_s),
+            # With the signals held, the server drains first and then wants the engine gone at once.
+            "shutdown_timeout": 0 if held else math.ceil(drain_s),
             "enable_log_requests": False,  # never log prompts
             # Compact structured outputs: a small model cannot spend its whole budget on whitespace inside JSON.
             "structured_outputs_config": StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),

@@ -1,48 +1,115 @@
-"""Graceful drain on SIGTERM, against the real server process."""
+"""Graceful drain on SIGTERM/SIGINT, against the real server process and its vLLM engine processes.
+
+Both ways a server is signalled: the server process alone (Kubernetes, ``docker stop``, systemd ``KillMode=mixed``),
+and its whole process group (systemd's default ``KillMode=control-group``, a terminal's Ctrl-C), where vLLM's engine
+core and worker get the signal too and must leave termination to the server (``app/engine/engine_signals.py``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import TINY_MODEL
 from tests.server_process import ServerProcess
+from tests.tiny_model import build_tiny_llama, write_manifest
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
+BODY = {
+    "model": TINY_MODEL,
+    "messages": [{"role": "user", "content": "stay with me"}],
+    "stream": True,
+    "max_tokens": 8000,
+    "ignore_eos": True,
+}
 
-def test_sigterm_drains_in_flight_streams_then_exits_0(tiny_model_repo: Path, tmp_path: Path) -> None:
-    """SIGTERM to the server process: the in-flight stream finishes normally and the server exits 0."""
-    server = ServerProcess(
+
+@pytest.fixture(scope="module")
+def long_model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with room for an 8,000-token reply.
+
+    The in-flight stream must outlast the checks made while it drains. The tiny model writes 3,000 tokens in about
+    8 s, and on 2 busy cores the test process itself can stall for seconds (measured: a /ready round trip of up to
+    9 s from the test process while the raw socket answered in 1 ms), so a 3,000-token stream sometimes drained and
+    the server exited before the checks ran, and they met a closed port."""
+    repo = tmp_path_factory.mktemp("long_model_repo")
+    write_manifest(build_tiny_llama(repo / TINY_MODEL), TINY_MODEL, max_model_len=8192)
+    return repo
+
+
+def start_server(tiny_model_repo: Path, log: Path, *, grace_s: float, new_session: bool) -> ServerProcess:
+    return ServerProcess(
         ["--model-repo", str(tiny_model_repo), "--model", TINY_MODEL, "--kv-cache-gb", "1"],
-        tmp_path / "drain.log",
-        env={"SWEETIE_DRAIN_GRACE_S": "60", "SWEETIE_SAFETY_SCREEN": "lexical"},  # about drain, not safety
+        log,
+        env={"SWEETIE_DRAIN_GRACE_S": str(grace_s), "SWEETIE_SAFETY_SCREEN": "lexical"},  # about drain, not safety
+        new_session=new_session,
     ).start()
+
+
+def engine_processes(server: ServerProcess) -> list[psutil.Process]:
+    """vLLM's engine core and its worker processes (the server's descendants)."""
     assert server.proc is not None
-    body = {
-        "model": TINY_MODEL,
-        "messages": [{"role": "user", "content": "stay with me"}],
-        "stream": True,
-        "max_tokens": 3000,
-        "ignore_eos": True,
-    }
+    children = psutil.Process(server.proc.pid).children(recursive=True)
+    names = " ".join(child.name() for child in children)
+    assert "EngineCore" in names, names
+    return children
+
+
+def all_gone(procs: list[psutil.Process]) -> bool:
+    def gone(proc: psutil.Process) -> bool:
+        try:
+            return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    return all(gone(proc) for proc in procs)
+
+
+def kill_leftovers(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
+def read_rest(lines: Iterator[str]) -> list[str]:
+    """The rest of a stream's lines, up to its end or the server closing the connection."""
+    rest: list[str] = []
+    with contextlib.suppress(httpx.HTTPError):  # the connection closed mid-stream
+        for line in lines:
+            if line:
+                rest.append(line)
+    return rest
+
+
+def assert_draining(server: ServerProcess) -> None:
+    wait_until(lambda: httpx.get(f"{server.root_url}/ready").status_code == 503, what="/ready to turn 503", timeout=10)
+    ready = httpx.get(f"{server.root_url}/ready")
+    assert ready.status_code == 503 and ready.json()["status"] == "draining"
+    refused = httpx.post(f"{server.base_url}/chat/completions", json={**BODY, "stream": False}, timeout=10)
+    assert refused.status_code == 503 and refused.headers["retry-after"]
+    assert refused.json()["error"]["type"] == "service_unavailable"
+
+
+def test_sigterm_drains_in_flight_streams_then_exits_0(long_model_repo: Path, tmp_path: Path) -> None:
+    """SIGTERM to the server process: the in-flight stream finishes normally and the server exits 0."""
+    server = start_server(long_model_repo, tmp_path / "drain.log", grace_s=60, new_session=False)
+    assert server.proc is not None
     try:
-        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=120) as resp:
+        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
             lines = resp.iter_lines()
             next(lines)
             server.proc.send_signal(signal.SIGTERM)
-            wait_until(
-                lambda: httpx.get(f"{server.root_url}/ready").status_code == 503, what="/ready to turn 503", timeout=10
-            )
-            ready = httpx.get(f"{server.root_url}/ready")
-            assert ready.status_code == 503 and ready.json()["status"] == "draining"
-            refused = httpx.post(f"{server.base_url}/chat/completions", json={**body, "stream": False}, timeout=10)
-            assert refused.status_code == 503 and refused.headers["retry-after"]
-            assert refused.json()["error"]["type"] == "service_unavailable"
+            assert_draining(server)
             rest = [line for line in lines if line]
         assert rest[-1] == "data: [DONE]"  # the in-flight stream finished normally
         assert any('"finish_reason":"length"' in line for line in rest), rest[-3:]
@@ -52,3 +119,90 @@ def test_sigterm_drains_in_flight_streams_then_exits_0(tiny_model_repo: Path, tm
         assert '"event": "draining"' in log and '"event": "drained"' in log and '"event": "stopped"' in log
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_group_signal_drains_in_flight_streams_then_everything_exits(
+    sig: signal.Signals, long_model_repo: Path, tmp_path: Path
+) -> None:
+    """The signal to the whole process group: the engine processes ignore it, the stream still finishes normally,
+    the server exits 0, and no engine process outlives it."""
+    server = start_server(long_model_repo, tmp_path / "group.log", grace_s=60, new_session=True)
+    assert server.proc is not None
+    engine = engine_processes(server)
+    try:
+        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
+            lines = resp.iter_lines()
+            next(lines)
+            os.killpg(server.proc.pid, sig)
+            assert_draining(server)
+            rest = read_rest(lines)
+        assert rest and rest[-1] == "data: [DONE]", rest[-3:]  # the in-flight stream finished normally
+        assert any('"finish_reason":"length"' in line for line in rest), rest[-3:]
+        assert not any("engine_error" in line for line in rest)
+        assert server.proc.wait(timeout=60) == 0
+        wait_until(lambda: all_gone(engine), what="the engine processes to exit", timeout=30)
+        log = server.log_text()
+        assert f"{sig.name} ignored by engine process" in log
+        assert '"event": "drained"' in log and '"event": "stopped"' in log
+    finally:
+        server.stop()
+        kill_leftovers(engine)
+
+
+def test_group_signal_past_the_drain_deadline_stops_everything(long_model_repo: Path, tmp_path: Path) -> None:
+    """A stream still running at the drain deadline is cut; the server and the engine processes exit all the same."""
+    server = start_server(long_model_repo, tmp_path / "deadline.log", grace_s=1, new_session=True)
+    assert server.proc is not None
+    engine = engine_processes(server)
+    try:
+        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
+            lines = resp.iter_lines()
+            next(lines)
+            os.killpg(server.proc.pid, signal.SIGTERM)
+            rest = read_rest(lines)
+        assert not any('"finish_reason":"length"' in line for line in rest)  # cut at the deadline
+        assert server.proc.wait(timeout=60) == 0
+        wait_until(lambda: all_gone(engine), what="the engine processes to exit", timeout=30)
+        assert '"event": "drained"' in server.log_text()
+    finally:
+        server.stop()
+        kill_leftovers(engine)
+
+
+def test_second_ctrl_c_to_the_group_stops_everything_at_once(long_model_repo: Path, tmp_path: Path) -> None:
+    """A second Ctrl-C does not wait out the drain grace, and leaves no engine process behind."""
+    server = start_server(long_model_repo, tmp_path / "twice.log", grace_s=300, new_session=True)
+    assert server.proc is not None
+    engine = engine_processes(server)
+    try:
+        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
+            lines = resp.iter_lines()
+            next(lines)
+            os.killpg(server.proc.pid, signal.SIGINT)
+            assert_draining(server)
+            second = time.monotonic()
+            os.killpg(server.proc.pid, signal.SIGINT)
+            read_rest(lines)
+        assert server.proc.wait(timeout=60) == 130  # as after an interrupt, without a traceback
+        wait_until(lambda: all_gone(engine), what="the engine processes to exit", timeout=30)
+        assert time.monotonic() - second < 60  # far inside the 300 s grace
+        log = server.log_text()
+        assert '"event": "stopped"' in log and "Traceback" not in log
+    finally:
+        server.stop()
+        kill_leftovers(engine)
+
+
+def test_engine_processes_do_not_outlive_a_killed_server(long_model_repo: Path, tmp_path: Path) -> None:
+    """SIGKILL to the server (no drain, no close): the engine core notices and exits, and its worker with it."""
+    server = start_server(long_model_repo, tmp_path / "killed.log", grace_s=60, new_session=True)
+    assert server.proc is not None
+    engine = engine_processes(server)
+    try:
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+        wait_until(lambda: all_gone(engine), what="the engine processes to exit", timeout=60)
+    finally:
+        server.stop()
+        kill_leftovers(engine)
