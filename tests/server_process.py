@@ -14,6 +14,22 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Importing TRL (the training tests do, in this process) sets VLLM_LOGGING_LEVEL=ERROR in os.environ (trl/_compat.py):
+# servers started after that would write none of vLLM's own log lines, which some tests read. Servers get the value
+# the test run started with, as a user's shell would give them.
+_VLLM_LOGGING_LEVEL = os.environ.get("VLLM_LOGGING_LEVEL")
+
+
+def launch_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a server (or a script that starts servers): this process's, as it was before any import
+    changed vLLM's log level, plus ``extra``."""
+    env = dict(os.environ)
+    if _VLLM_LOGGING_LEVEL is None:
+        env.pop("VLLM_LOGGING_LEVEL", None)
+    else:
+        env["VLLM_LOGGING_LEVEL"] = _VLLM_LOGGING_LEVEL
+    return {**env, **(extra or {})}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -32,7 +48,7 @@ class ServerProcess:
         self.port = free_port()
         self.args = [*args, "--host", "127.0.0.1", "--port", str(self.port), "--log-format", "json"]
         self.log_path = log_path
-        self.env = {**os.environ, **(env or {})}
+        self.env = launch_environment(env)
         self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
 

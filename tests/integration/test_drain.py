@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,31 @@ def read_rest(lines: Iterator[str]) -> list[str]:
     return rest
 
 
+@contextlib.contextmanager
+def group_server(
+    repo: Path, log: Path, *, grace_s: float
+) -> Iterator[tuple[ServerProcess, subprocess.Popen[bytes], list[psutil.Process]]]:
+    """A server in its own process group (as under systemd or a shell), its process and its engine processes; on
+    exit the server is stopped and no engine process is left behind, however the test ended."""
+    server = start_server(repo, log, grace_s=grace_s, new_session=True)
+    assert server.proc is not None
+    engine = engine_processes(server)
+    try:
+        yield server, server.proc, engine
+    finally:
+        server.stop()
+        kill_leftovers(engine)
+
+
+@contextlib.contextmanager
+def in_flight_stream(server: ServerProcess) -> Iterator[Iterator[str]]:
+    """A long streamed reply that has started: its remaining lines."""
+    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
+        lines = resp.iter_lines()
+        next(lines)
+        yield lines
+
+
 def assert_draining(server: ServerProcess) -> None:
     wait_until(lambda: httpx.get(f"{server.root_url}/ready").status_code == 503, what="/ready to turn 503", timeout=10)
     ready = httpx.get(f"{server.root_url}/ready")
@@ -105,9 +131,7 @@ def test_sigterm_drains_in_flight_streams_then_exits_0(long_model_repo: Path, tm
     server = start_server(long_model_repo, tmp_path / "drain.log", grace_s=60, new_session=False)
     assert server.proc is not None
     try:
-        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
-            lines = resp.iter_lines()
-            next(lines)
+        with in_flight_stream(server) as lines:
             server.proc.send_signal(signal.SIGTERM)
             assert_draining(server)
             rest = [line for line in lines if line]
@@ -127,82 +151,52 @@ def test_group_signal_drains_in_flight_streams_then_everything_exits(
 ) -> None:
     """The signal to the whole process group: the engine processes ignore it, the stream still finishes normally,
     the server exits 0, and no engine process outlives it."""
-    server = start_server(long_model_repo, tmp_path / "group.log", grace_s=60, new_session=True)
-    assert server.proc is not None
-    engine = engine_processes(server)
-    try:
-        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
-            lines = resp.iter_lines()
-            next(lines)
-            os.killpg(server.proc.pid, sig)
+    with group_server(long_model_repo, tmp_path / "group.log", grace_s=60) as (server, proc, engine):
+        with in_flight_stream(server) as lines:
+            os.killpg(proc.pid, sig)
             assert_draining(server)
             rest = read_rest(lines)
         assert rest and rest[-1] == "data: [DONE]", rest[-3:]  # the in-flight stream finished normally
         assert any('"finish_reason":"length"' in line for line in rest), rest[-3:]
         assert not any("engine_error" in line for line in rest)
-        assert server.proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == 0
         wait_until(lambda: all_gone(engine), what="the engine processes to exit", timeout=30)
         log = server.log_text()
         assert f"{sig.name} ignored by engine process" in log
         assert '"event": "drained"' in log and '"event": "stopped"' in log
-    finally:
-        server.stop()
-        kill_leftovers(engine)
 
 
 def test_group_signal_past_the_drain_deadline_stops_everything(long_model_repo: Path, tmp_path: Path) -> None:
     """A stream still running at the drain deadline is cut; the server and the engine processes exit all the same."""
-    server = start_server(long_model_repo, tmp_path / "deadline.log", grace_s=1, new_session=True)
-    assert server.proc is not None
-    engine = engine_processes(server)
-    try:
-        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
-            lines = resp.iter_lines()
-            next(lines)
-            os.killpg(server.proc.pid, signal.SIGTERM)
+    with group_server(long_model_repo, tmp_path / "deadline.log", grace_s=1) as (server, proc, engine):
+        with in_flight_stream(server) as lines:
+            os.killpg(proc.pid, signal.SIGTERM)
             rest = read_rest(lines)
         assert not any('"finish_reason":"length"' in line for line in rest)  # cut at the deadline
-        assert server.proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == 0
         wait_until(lambda: all_gone(engine), what="the engine processes to exit", timeout=30)
         assert '"event": "drained"' in server.log_text()
-    finally:
-        server.stop()
-        kill_leftovers(engine)
 
 
 def test_second_ctrl_c_to_the_group_stops_everything_at_once(long_model_repo: Path, tmp_path: Path) -> None:
     """A second Ctrl-C does not wait out the drain grace, and leaves no engine process behind."""
-    server = start_server(long_model_repo, tmp_path / "twice.log", grace_s=300, new_session=True)
-    assert server.proc is not None
-    engine = engine_processes(server)
-    try:
-        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
-            lines = resp.iter_lines()
-            next(lines)
-            os.killpg(server.proc.pid, signal.SIGINT)
+    with group_server(long_model_repo, tmp_path / "twice.log", grace_s=300) as (server, proc, engine):
+        with in_flight_stream(server) as lines:
+            os.killpg(proc.pid, signal.SIGINT)
             assert_draining(server)
             second = time.monotonic()
-            os.killpg(server.proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGINT)
             read_rest(lines)
-        assert server.proc.wait(timeout=60) == 130  # as after an interrupt, without a traceback
+        assert proc.wait(timeout=60) == 130  # as after an interrupt, without a traceback
         wait_until(lambda: all_gone(engine), what="the engine processes to exit", timeout=30)
         assert time.monotonic() - second < 60  # far inside the 300 s grace
         log = server.log_text()
         assert '"event": "stopped"' in log and "Traceback" not in log
-    finally:
-        server.stop()
-        kill_leftovers(engine)
 
 
 def test_engine_processes_do_not_outlive_a_killed_server(long_model_repo: Path, tmp_path: Path) -> None:
     """SIGKILL to the server (no drain, no close): the engine core notices and exits, and its worker with it."""
-    server = start_server(long_model_repo, tmp_path / "killed.log", grace_s=60, new_session=True)
-    assert server.proc is not None
-    engine = engine_processes(server)
-    try:
-        server.proc.kill()
-        server.proc.wait(timeout=10)
+    with group_server(long_model_repo, tmp_path / "killed.log", grace_s=60) as (_, proc, engine):
+        proc.kill()
+        proc.wait(timeout=10)
         wait_until(lambda: all_gone(engine), what="the engine processes to exit", timeout=60)
-    finally:
-        server.stop()
-        kill_leftovers(engine)

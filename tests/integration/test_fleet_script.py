@@ -26,6 +26,7 @@ from loadtest.compare import free_port
 from loadtest.smg_gateway import ROUTED_WORKER_HEADER, GatewayError, smg_executable
 from tests.conftest import KEY_A, TINY_MODEL, session_server_env
 from tests.integration.redis_fixtures import skip_or_fail
+from tests.server_process import launch_environment
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -84,8 +85,7 @@ def fleet(tiny_model_repo: Path, redis_url: str, tmp_path: Path) -> Iterator[Fle
         skip_or_fail(str(exc))
     gateway_port = free_port()
     env = {
-        **os.environ,
-        **session_server_env(redis_url),  # a test Redis that is already running: the script leaves it alone
+        **launch_environment(session_server_env(redis_url)),  # a running test Redis: the script leaves it alone
         "REPLICAS": "2",
         "FIRST_REPLICA_PORT": str(consecutive_free_ports(2)),
         "GATEWAY_PORT": str(gateway_port),
