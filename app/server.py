@@ -36,6 +36,7 @@ from app.chat.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.chat.safety import LexicalSafetyScreen, SafetyPolicy, SafetyScreen
 from app.chat.safety.classifier import LearnedSafetyScreen, SafetyModelError
 from app.chat.safety.escalation import Escalations, LogEscalations, RedisEscalations
+from app.chat.safety.gate import SafetyGate
 from app.chat.strategy import Counselor
 from app.chat.tenants import TenantDirectory, TenantLimits
 from app.chat.turn import ChatPipeline, TurnOptions
@@ -200,10 +201,10 @@ def build_pipeline(
         manifest=parts.manifest,
         catalogue=config.catalogue,
         counselor=Counselor(parts.engine, parts.renderer, config.catalogue),
-        screen=config.screen,
-        policy=config.policy.with_high_action(parts.manifest.safety_high_action),
+        safety=SafetyGate(
+            config.screen, config.policy.with_high_action(parts.manifest.safety_high_action), escalations
+        ),
         store=store,
-        escalations=escalations,
         admission=Admission(
             max_inflight=config.tenants.max_inflight,
             max_queued=config.tenants.max_queued,

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:  # allow `python benchmarks/safety_ordinary.py` wi
     sys.path.insert(0, str(ROOT))
 
 from app.chat.safety import LexicalSafetyScreen, RiskLevel, SafetyResult, SafetyScreen  # noqa: E402
-from app.chat.safety.conversation import CONTEXT_MESSAGES, screen_conversation  # noqa: E402
+from app.chat.safety.gate import CONTEXT_MESSAGES, screen_conversation  # noqa: E402
 from app.core.messages import Message  # noqa: E402
 from benchmarks.results_file import provenance, write_results  # noqa: E402
 from training.cli import parse_config  # noqa: E402

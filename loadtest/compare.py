@@ -66,6 +66,7 @@ from app.core.strategies import StrategyCatalogue, load_catalogue
 from app.engine.cpu_seeded_chunks import ENV as SEEDED_CHUNKS_ENV
 from app.engine.vllm_engine import cpu_dtype, cuda_available, model_folder_dtype
 from loadtest.conversations import FOLLOW_UPS, OPENERS
+from loadtest.ports import free_port
 
 if TYPE_CHECKING:
     from app.core.manifest import Manifest
@@ -497,14 +498,6 @@ class ServerRun:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def compile_cache_dir() -> Path:

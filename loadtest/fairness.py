@@ -31,7 +31,8 @@ from typing import Any
 
 import httpx
 
-from loadtest.compare import ServerRun, free_port, percentile
+from loadtest.compare import ServerRun, percentile
+from loadtest.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"greedy": "sk-fairness-greedy", "polite": "sk-fairness-polite"}

@@ -48,8 +48,9 @@ import httpx
 import openai
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.compare import ServerRun, free_port, percentile
+from loadtest.compare import ServerRun, percentile
 from loadtest.conversations import FOLLOW_UPS, OPENERS
+from loadtest.ports import free_port
 from loadtest.smg_gateway import POLICIES, ROUTED_WORKER_HEADER, ROUTING_HEADER, SmgGateway, served_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from loadtest.compare import free_port
+from loadtest.ports import free_port
 
 ROUTING_HEADER = "X-Session-Id"
 """The gateway routes on this header but does not forward it: clients also send the body field ``session_id``."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from loadtest.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,12 +30,6 @@ def launch_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     else:
         env["VLLM_LOGGING_LEVEL"] = _VLLM_LOGGING_LEVEL
     return {**env, **(extra or {})}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:

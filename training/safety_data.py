@@ -888,8 +888,8 @@ def esconv_negatives(
     Raises SafetyDataError, saying how to fix it, when the ESConv folder or its train.jsonl is missing.
     """
     from app.chat.safety import LexicalSafetyScreen
-    from app.chat.safety.conversation import CONTEXT_MESSAGES
     from app.chat.safety.features import CHUNK_CHARS, piece_starts, prepare
+    from app.chat.safety.gate import CONTEXT_MESSAGES
 
     dialogues = _esconv_train_seeker_turns(esconv_dir)
     lexical = LexicalSafetyScreen()

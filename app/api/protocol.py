@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from app.chat.turn import Output, Sampling, TurnRequest
-from app.core.messages import SESSION_ID_RE, Message
+from app.core.messages import SESSION_ID_RE, Message, WireRole, from_wire
 
 
 def _valid_utf8(value: str) -> str:
@@ -57,7 +57,7 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: WireRole
     content: Text | list[TextContentPart]
     name: Text | None = None
 
@@ -68,8 +68,8 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
     def to_message(self) -> Message:
-        """The pipeline's message; ``developer`` is OpenAI's newer name for ``system``."""
-        return Message("system" if self.role == "developer" else self.role, self.text)
+        """The pipeline's message."""
+        return from_wire(self.role, self.text)
 
 
 class JsonSchemaFormat(BaseModel):

@@ -40,11 +40,12 @@ from app.api.responses_protocol import (
 )
 from app.chat.errors import ChatError, NotFound
 from app.chat.turn import Turn
+from app.core.messages import SESSION_ID_RE
 from app.observability import annotate
 from app.sessions.base import SessionError, StoredResponse
 
 router = APIRouter()
-ResponseIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:-]{1,128}$", description="The response id.")]
+ResponseIdPath = Annotated[str, Path(pattern=SESSION_ID_RE, description="The response id.")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 429, 500, 503)
 }

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from app.api.protocol import INT64_MAX, INT64_MIN, SafetyInfo, SessionId, Text
 from app.chat.turn import Sampling, TurnRequest
-from app.core.messages import Message
+from app.core.messages import SESSION_ID_RE, Message, WireRole, from_wire
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
-ResponseId = Annotated[Text, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+ResponseId = Annotated[Text, Field(pattern=SESSION_ID_RE)]
 Metadata = Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]], Field()]
 
 
@@ -48,12 +48,12 @@ class InputMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["message"] = "message"
-    role: Literal["user", "assistant", "system", "developer"]
+    role: WireRole
     content: Text | list[InputText]
 
     def to_message(self) -> Message:
         text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
-        return Message("system" if self.role == "developer" else self.role, text)
+        return from_wire(self.role, text)
 
 
 class ConversationRef(BaseModel):

@@ -32,9 +32,8 @@ from app.chat.errors import (
 )
 from app.chat.prompt import PromptRenderer
 from app.chat.reply import ReplyDelta, ReplyShaper
-from app.chat.safety import SafetyDecision, SafetyPolicy, SafetyScreen
-from app.chat.safety.conversation import screen_conversation
-from app.chat.safety.escalation import Escalations, event_now
+from app.chat.safety import SafetyDecision
+from app.chat.safety.gate import Asker, SafetyGate
 from app.chat.strategy import Counselor, StrategyMode, StrategyPlan, plan_for
 from app.core.manifest import Manifest
 from app.core.messages import Message, new_item_id
@@ -48,7 +47,6 @@ from app.observability import (
     INFLIGHT,
     ITL,
     PROMPT_TOKENS,
-    SAFETY_FLAGS,
     SENTENCE_LIMITED,
     STRATEGIES,
     TTFT,
@@ -179,11 +177,9 @@ class ChatPipeline:
         manifest: Manifest,
         catalogue: StrategyCatalogue,
         counselor: Counselor,
-        screen: SafetyScreen,
-        policy: SafetyPolicy,
+        safety: SafetyGate,
         store: SessionStore,
         admission: Admission,
-        escalations: Escalations,
         options: TurnOptions,
     ) -> None:
         self.engine = engine
@@ -191,11 +187,9 @@ class ChatPipeline:
         self.manifest = manifest
         self.catalogue = catalogue
         self.counselor = counselor
-        self.screen = screen
-        self.policy = policy
+        self.safety = safety
         self.store = store
         self.admission = admission
-        self.escalations = escalations
         self.options = options
 
     @property
@@ -209,8 +203,7 @@ class ChatPipeline:
         conversation: Conversation | None = None
         try:
             conversation = await self.open_conversation(request, caller)
-            safety, hold = self.screen_risk(conversation, request.locale)
-            await self.escalate(safety, conversation, caller)
+            safety, hold = await self.screen(conversation, request.locale, caller)
             plan = await self.plan_strategy(request, requested, conversation, caller)
             prompt_ids = await self.renderer.run(self.render_prompt, request, conversation, plan)
             params = self.generation_params(request, len(prompt_ids))
@@ -322,24 +315,15 @@ class ChatPipeline:
         changed = persona is not None and (record is None or record.persona != persona)
         return Conversation([*system, *stored, *new], new, lease, persona if changed else None, stored_history=True)
 
-    def screen_risk(self, conversation: Conversation, locale: str | None) -> tuple[SafetyDecision | None, int]:
-        """The crisis screen on this turn's user text, in the context of the conversation; the session's hold."""
-        record = conversation.lease.record if conversation.lease else None
-        hold = record.risk_hold if record else 0
-        *earlier, latest = conversation.messages
-        result, hold = screen_conversation(self.screen, earlier, [latest], hold)
-        if result is None:
-            return None, hold
-        SAFETY_FLAGS.labels(level=result.level.value).inc()
-        return self.policy.decide(result, locale), hold
-
-    async def escalate(self, safety: SafetyDecision | None, conversation: Conversation, caller: Caller) -> None:
-        """A high-risk turn becomes a text-free event for on-call follow-up (never fails the turn)."""
-        if safety is None or safety.level.value != "high":
-            return
-        session_id = conversation.lease.session_id if conversation.lease else None
-        event = event_now(caller.tenant, session_id, caller.request_id, safety.level.value, safety.categories)
-        await self.escalations.report(event)
+    async def screen(
+        self, conversation: Conversation, locale: str | None, caller: Caller
+    ) -> tuple[SafetyDecision | None, int]:
+        """The crisis screen on this turn's user text in the context of the conversation (a high-risk turn is
+        escalated); returns the decision and the session's new risk hold."""
+        lease = conversation.lease
+        hold = lease.record.risk_hold if lease and lease.record else 0
+        asker = Asker(caller.tenant, caller.request_id, lease.session_id if lease else None)
+        return await self.safety.check(conversation.messages, hold, locale, asker)
 
     async def plan_strategy(
         self, request: TurnRequest, requested: str | None, conversation: Conversation, caller: Caller

@@ -15,9 +15,11 @@ from typing import Any, Literal, TypeAlias
 
 Role: TypeAlias = Literal["system", "user", "assistant"]
 ROLES: frozenset[str] = frozenset({"system", "user", "assistant"})
+WireRole: TypeAlias = Literal["system", "developer", "user", "assistant"]
+"""The roles an OpenAI client may send: ``developer`` is OpenAI's newer name for ``system``."""
 
 SESSION_ID_RE = r"^[A-Za-z0-9._:-]{1,128}$"
-"""Valid session (and conversation) ids: 1 to 128 letters, digits, ``.``, ``_``, ``:`` or ``-``."""
+"""Valid session, conversation and response ids: 1 to 128 letters, digits, ``.``, ``_``, ``:`` or ``-``."""
 SESSION_ID_PATTERN = re.compile(SESSION_ID_RE)
 
 
@@ -71,6 +73,11 @@ class Message:
             created=data.get("created", 0.0),
             id=data.get("id"),
         )
+
+
+def from_wire(role: WireRole, content: str) -> Message:
+    """A message as a client sent it (chat completions or Responses input): ``developer`` becomes ``system``."""
+    return Message("system" if role == "developer" else role, content)
 
 
 def new_item_id() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,7 +21,7 @@ import openai
 import psutil
 import pytest
 
-from loadtest.compare import free_port
+from loadtest.ports import free_port, port_is_free
 from loadtest.smg_gateway import ROUTED_WORKER_HEADER, GatewayError, smg_executable
 from tests.conftest import KEY_A, TINY_MODEL, session_server_env
 from tests.integration.redis_fixtures import skip_or_fail
@@ -42,20 +41,11 @@ class Fleet:
     output: Path
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def consecutive_free_ports(count: int) -> int:
     """A first port such that it and the next ``count - 1`` are free now (the script numbers replicas upwards)."""
     for _ in range(50):
         first = free_port()
-        if all(_free(first + offset) for offset in range(1, count)):
+        if all(port_is_free(first + offset) for offset in range(1, count)):
             return first
     raise RuntimeError(f"no {count} consecutive free ports")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.chat.safety import LexicalSafetyScreen
-from app.chat.safety.conversation import CONTEXT_MESSAGES
+from app.chat.safety.gate import CONTEXT_MESSAGES
 from training.esconv import default_esconv_dir
 from training.safety_data import (
     CORPUS,

@@ -74,8 +74,8 @@ def test_overload_is_429_before_any_stream_starts() -> None:
     from app.config import Settings
     from app.core.manifest import Manifest
     from app.server import Components, build_app
+    from loadtest.ports import free_port
     from tests.fakes import FakeEngine, FakeTokenizer
-    from tests.server_process import free_port
 
     engine = FakeEngine(["a", "b"], hold=True)
     components = Components(Manifest(name="fake", source="."), engine, PromptRenderer(FakeTokenizer(), None))

@@ -18,8 +18,8 @@ import pytest
 
 from app.chat.safety import RiskLevel, SafetyScreen
 from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, SafetyModelError
-from app.chat.safety.conversation import HIGH_RISK_HOLD_TURNS, screen_conversation
 from app.chat.safety.features import MAX_CHARS, prepare
+from app.chat.safety.gate import HIGH_RISK_HOLD_TURNS, screen_conversation
 from app.core.messages import Message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -44,6 +44,10 @@ the public names:
 * ``cues``: idioms blanked out before the rules run, and the context cues a match is judged by.
 * ``lexical``: :class:`LexicalSafetyScreen` and its per-match assessment (negation, person, tense, context).
 * ``policy``: :class:`SafetyPolicy`, :class:`SafetyDecision` and ``safety_policy.yaml``.
+* ``classifier`` and ``features``: :class:`LearnedSafetyScreen` and its features.
+* ``escalation``: where high-risk events go (a Redis stream, or log lines).
+* ``gate``: :class:`SafetyGate`, the chat turn's one safety step (risk across the conversation, the policy's
+  decision, escalation).
 """
 
 from app.chat.safety.lexical import LexicalSafetyScreen

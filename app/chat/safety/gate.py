@@ -1,4 +1,10 @@
-"""Risk across a conversation: the latest message judged with the recent ones, and high risk that stays.
+"""The chat turn's safety step: risk across a conversation, the policy's decision, and escalation of high risk.
+
+:class:`SafetyGate` is what the turn pipeline calls (one call per turn): it screens the turn's user message in the
+context of the conversation (:func:`screen_conversation`), lets the policy decide how the reply is framed, and reports
+a high-risk turn for on-call follow-up (``escalation.py``). The screen, the policy and where events go are its parts.
+
+Risk across a conversation: the latest message judged with the recent ones, and high risk that stays.
 
 Risk can be spread over messages that are each harmless alone ("gave my dog to my sister", "cancelled my phone
 contract", "won't need any of it after friday"), so the screen sees the latest user message together with the
@@ -10,10 +16,13 @@ person even when the next message sounds calmer.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from app.chat.safety.escalation import Escalations, event_now
+from app.chat.safety.policy import SafetyDecision, SafetyPolicy
 from app.chat.safety.types import RiskLevel, SafetyResult, SafetyScreen
 from app.core.messages import Message
+from app.observability import SAFETY_FLAGS
 
 HIGH_RISK_HOLD_TURNS = 3
 """Turns after a high-risk turn that stay at least elevated."""
@@ -53,3 +62,42 @@ def _held_categories(earlier: Sequence[Message]) -> tuple[str, ...]:
         if message.role == "user" and message.safety is not None and _was_high(message):
             return tuple(message.safety.get("categories", ()))
     return ()
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who a turn is for, as an escalation event names them (never the text)."""
+
+    tenant: str
+    request_id: str
+    session_id: str | None = None
+
+
+class SafetyGate:
+    """Screen a turn in the context of its conversation, decide the framing, and report high risk."""
+
+    def __init__(self, screen: SafetyScreen, policy: SafetyPolicy, escalations: Escalations) -> None:
+        self.screen = screen
+        self.policy = policy
+        self.escalations = escalations
+
+    async def check(
+        self, messages: Sequence[Message], hold: int, locale: str | None, asker: Asker
+    ) -> tuple[SafetyDecision | None, int]:
+        """The decision for the last of ``messages`` (None: nothing to screen) and the session's new hold counter.
+
+        A high-risk turn becomes a text-free escalation event; reporting it never fails the turn."""
+        if not messages:
+            return None, hold
+        *earlier, latest = messages
+        result, hold = screen_conversation(self.screen, earlier, [latest], hold)
+        if result is None:
+            return None, hold
+        SAFETY_FLAGS.labels(level=result.level.value).inc()
+        decision = self.policy.decide(result, locale)
+        if decision.level is RiskLevel.HIGH:
+            event = event_now(
+                asker.tenant, asker.session_id, asker.request_id, decision.level.value, decision.categories
+            )
+            await self.escalations.report(event)
+        return decision, hold
