@@ -167,7 +167,7 @@ def main(config: ModesConfig) -> int:
         dtype, _, mode = config.child.partition(":")
         print("ROW " + json.dumps(measure(config, dtype, mode)), flush=True)
         return 0
-    from app.engine.vllm_engine import cpu_flags
+    from app.core.cpu import cpu_flags
 
     started = provenance()
     flags = cpu_flags()

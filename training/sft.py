@@ -114,7 +114,10 @@ class SftConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = field(
         default="float32", metadata={"help": "dtype the weights are loaded and trained in."}
     )
-    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (mixed precision) on CPU or GPU."})
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 autocast (mixed precision) on CPU or GPU; off on a CPU without native bf16 (slower)."},
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: torch's default)."})
     logging_steps: int = field(default=10, metadata={"help": "Log loss every N steps."})
@@ -320,6 +323,25 @@ def _quantization_config(config: SftConfig) -> Any:
     )
 
 
+def cpu_precision(config: SftConfig, *, cuda: bool, flags: set[str] | None = None) -> tuple[SftConfig, str | None]:
+    """The config with 16-bit compute that this CPU would only emulate turned off, and a line saying so (None when
+    nothing changed). Emulated bf16 is several times slower than float32 (``app/core/cpu.py``); a GPU is untouched."""
+    from app.core.cpu import native_on_cpu
+
+    if cuda:
+        return config, None
+    changes: dict[str, Any] = {}
+    if config.bf16 and not native_on_cpu("bfloat16", flags):
+        changes["bf16"] = False
+    if config.dtype != "float32" and not native_on_cpu(config.dtype, flags):
+        changes["dtype"] = "float32"
+    if not changes:
+        return config, None
+    said = ", ".join(f"{name}: {getattr(config, name)} -> {value}" for name, value in changes.items())
+    note = f"this CPU has no native 16-bit instructions for it (no avx512_bf16/amx): training in float32 ({said})"
+    return dataclasses.replace(config, **changes), note
+
+
 def trl_config(config: SftConfig, *, has_eval: bool, cuda: bool, resuming: bool = False) -> Any:
     """TRL's ``SFTConfig``: every field of :class:`SftConfig` with the same name passes through as it is."""
     from trl import SFTConfig
@@ -410,6 +432,9 @@ def main(config: SftConfig, preset: Path | None = None) -> dict[str, Any]:
     from trl import SFTTrainer
 
     state = PartialState()
+    config, precision_note = cpu_precision(config, cuda=torch.cuda.is_available())
+    if precision_note and state.is_main_process:
+        print(f"note: {precision_note}", file=sys.stderr)
     with state.main_process_first():  # one download of a hub model, one materialisation of a manifest's
         base = resolve_base_model(config.base_model, model_repo)
     if config.threads is not None:

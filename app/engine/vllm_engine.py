@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.core.cpu import native_on_cpu
 from app.core.manifest import EngineConfig
 from app.engine import cpu_seeded_chunks, engine_signals
 from app.engine.base import ChoiceDelta, EngineError, GenerationParams, InvalidParamsError
@@ -39,21 +40,6 @@ def allow_seeded_chunked_prefill() -> None:
     os.environ[cpu_seeded_chunks.ENV] = "1"
 
 
-_NATIVE_CPU_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("avx512_fp16", "amx_fp16")}
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return set()
-
-
 def cpu_dtype(config: EngineConfig, model_dtype: str, flags: set[str] | None = None) -> str:
     """The dtype to run on this CPU: ``config.cpu_dtype``, or for ``auto`` the manifest's (or the model's) 16-bit
     dtype where the CPU has it natively, else float32.
@@ -64,10 +50,7 @@ def cpu_dtype(config: EngineConfig, model_dtype: str, flags: set[str] | None = N
         return config.cpu_dtype
     wanted = model_dtype if config.dtype == "auto" else config.dtype
     wanted = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}.get(wanted, wanted)
-    native = _NATIVE_CPU_FLAGS.get(wanted)
-    if native is None:
-        return wanted
-    return wanted if (cpu_flags() if flags is None else flags) & set(native) else "float32"
+    return wanted if native_on_cpu(wanted, flags) else "float32"
 
 
 def model_folder_dtype(model_path: str) -> str:

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from training.cli import parse_config
-from training.sft import SftConfig, SftError, input_hashes, main, resolve_base_model, sha256_file, trl_config
+from training.sft import (
+    SftConfig,
+    SftError,
+    cpu_precision,
+    input_hashes,
+    main,
+    resolve_base_model,
+    sha256_file,
+    trl_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "training" / "configs"
@@ -54,6 +63,22 @@ def test_cpu_preset_evaluates_on_valid_dev_and_tracks_the_run() -> None:
     assert config.eval_data == ["esconv:valid-dev"] and config.eval_on_start  # never valid-test: the benchmark's
     assert config.report_to == ["tensorboard"] and config.run_name == "cpu-smol"
     assert config.save_steps % config.eval_steps == 0
+
+
+def test_bf16_is_kept_only_where_the_cpu_computes_it_natively() -> None:
+    """The CPU preset asks for bf16 autocast; a CPU without AVX512-BF16/AMX would emulate it, several times slower
+    than float32 (an eval pass of the preset took 37 s a batch instead of ~5), so it trains in float32 and says so."""
+    preset = parse("--config", str(CONFIGS / "cpu-smol.yaml"))
+    assert preset.bf16
+    kept, note = cpu_precision(preset, cuda=False, flags={"avx2", "avx512f", "avx512_bf16"})
+    assert kept == preset and note is None
+    avx2_only, note = cpu_precision(preset, cuda=False, flags={"avx2", "fma"})
+    assert not avx2_only.bf16 and avx2_only.dtype == "float32"
+    assert note is not None and "float32" in note and "bf16: True -> False" in note
+    gpu = parse("--config", str(CONFIGS / "gpu-8b.yaml"))
+    assert cpu_precision(gpu, cuda=True, flags=set()) == (gpu, None)  # a GPU run is never touched
+    on_cpu, note = cpu_precision(gpu, cuda=False, flags={"avx2"})
+    assert on_cpu.dtype == "float32" and not on_cpu.bf16 and note is not None and "dtype: bfloat16" in note
 
 
 def test_trl_settings_pass_the_same_named_fields_through() -> None:
