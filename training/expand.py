@@ -7,21 +7,27 @@ writes the situation in the first person, as structured output (``response_forma
 Each answer is checked (valid JSON, 12-70 words, first person, on task), validated against the scenario schema and
 compared with a kept library of every scenario so far (the seed scenarios, earlier runs and this one) by MinHash
 over word 3-shingles: a near-duplicate (estimated Jaccard similarity >= ``--similarity``) is rejected. A rejected
-slot is asked again with a new seed up to ``--attempts`` times; a slot that never passes is counted, not retried
-forever. Kept scenarios are appended to ``--out`` as they come (JSONL, one Scenario per line), so an interrupted
-run resumes where it stopped; scenario ids encode the seed and the slot (``work-x0-00042``), so a run with another
-seed adds new scenarios to the same file.
+slot is asked again with a new seed up to ``--attempts`` times; a slot that never passes is given up (counted) and
+replaced by the next slot of the same category in the seed's extended plan (:func:`training.taxonomy.iter_plan`,
+whose decks keep running, so the other dimensions stay balanced as far as possible). The run tops up like this until
+``--count`` scenarios of this seed are in ``--out`` or the overall attempt budget (``--max_attempts``, default
+2 x ``--attempts`` x the scenarios still to write) is spent; a shortfall is reported (summary line, stderr and the
+report's ``shortfall``/``budget_exhausted``), never silent. Kept scenarios are appended to ``--out`` as they come
+(JSONL, one Scenario per line), so an interrupted run resumes where it stopped; scenario ids encode the seed and the
+slot (``work-x0-00042``; replacements have indices from ``--count`` on), so a run with another seed adds new
+scenarios to the same file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +37,14 @@ from pydantic import ValidationError
 
 from training.llm import ApiStats, CallFailed, Clients, FatalApiError, Role, Sampling, derive_seed, json_schema_format
 from training.schema import Scenario
-from training.taxonomy import DEFAULT_TAXONOMY, Slot, Taxonomy, load_taxonomy, plan
+from training.taxonomy import DEFAULT_TAXONOMY, Slot, Taxonomy, iter_plan, load_taxonomy
 
 if TYPE_CHECKING:
     from datasketch import MinHash
 
 logger = logging.getLogger(__name__)
 
-EXPAND_PROMPT_VERSION = "expand-v1"
+EXPAND_PROMPT_VERSION = "expand-v2"
 SEED_SCENARIOS = Path(__file__).resolve().parent / "assets" / "scenarios"
 SITUATION_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -57,7 +63,9 @@ class ExpandConfig:
     """Settings for ``python -m training.scenarios expand``."""
 
     taxonomy: str = field(default=str(DEFAULT_TAXONOMY), metadata=_help("Taxonomy YAML."))
-    count: int = field(default=3700, metadata=_help("Scenarios to plan for this seed (kept ones are not redone)."))
+    count: int = field(
+        default=3700, metadata=_help("Scenarios of this seed to have in --out (kept ones are not redone; top-up).")
+    )
     out: str = field(default="outputs/scenarios.jsonl", metadata=_help("Output JSONL of scenarios; appended."))
     report: str | None = field(default=None, metadata=_help("Report JSON path; default <out>.report.json."))
     library: list[str] = field(
@@ -74,6 +82,10 @@ class ExpandConfig:
     top_p: float = field(default=0.9, metadata=_help("Nucleus sampling."))
     max_tokens: int = field(default=160, metadata=_help("Answer length cap (tokens)."))
     attempts: int = field(default=4, metadata=_help("Tries per slot (new seed each) before it is given up."))
+    max_attempts: int | None = field(
+        default=None,
+        metadata=_help("Overall answers budget of the run (default 2 x --attempts x scenarios still to write)."),
+    )
     similarity: float = field(default=0.5, metadata=_help("Near-duplicate threshold (Jaccard of word 3-shingles)."))
     min_words: int = field(default=12, metadata=_help("Shortest accepted situation (words)."))
     max_words: int = field(default=70, metadata=_help("Longest accepted situation (words)."))
@@ -86,6 +98,8 @@ class ExpandConfig:
     def __post_init__(self) -> None:
         if self.count < 1 or self.attempts < 1 or self.concurrency < 1:
             raise ValueError("--count, --attempts and --concurrency must be at least 1")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"--max_attempts {self.max_attempts}: must be at least 1")
         if not 0 < self.similarity <= 1:
             raise ValueError(f"--similarity {self.similarity}: must be in (0, 1]")
         if not 1 <= self.min_words <= self.max_words:
@@ -118,6 +132,8 @@ def expand_messages(slot: Slot, example: str = DEFAULT_EXAMPLE) -> list[dict[str
         f"Personality: {slot.personality}.\n"
         f"Topic: {slot.category.replace('_', ' ')}, {slot.problem_type}.\n"
         f"Main feeling: {slot.emotion}, intensity {slot.intensity} of 5.\n"
+        f"How they talk: {slot.communication_style}. Write the situation in that voice.\n"
+        f"What they want from talking about it: {slot.wants}. Let the situation show why.\n"
         "Write this person's situation."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -190,15 +206,23 @@ class NearDuplicates:
 class ExpandReport:
     """What one expansion run did."""
 
-    planned: int = 0
+    planned: int = 0  # --count: scenarios of this seed wanted in the output
     already_done: int = 0
     written: int = 0
-    failed_slots: int = 0
+    failed_slots: int = 0  # slots given up after --attempts tries
+    replanned: int = 0  # replacement slots planned for given-up ones
     attempts: int = 0
+    budget: int = 0
+    budget_exhausted: bool = False
     rejected: Counter[str] = field(default_factory=Counter)
     library: int = 0
     wall_s: float = 0.0
     api: ApiStats = field(default_factory=ApiStats)
+
+    @property
+    def shortfall(self) -> int:
+        """Scenarios still missing from ``planned`` after this run."""
+        return max(0, self.planned - self.already_done - self.written)
 
     def as_dict(self) -> dict[str, Any]:
         total = self.api.total()
@@ -207,8 +231,12 @@ class ExpandReport:
             "planned": self.planned,
             "already_done": self.already_done,
             "written": self.written,
+            "shortfall": self.shortfall,
             "failed_slots": self.failed_slots,
+            "replanned": self.replanned,
             "attempts": self.attempts,
+            "attempt_budget": self.budget,
+            "budget_exhausted": self.budget_exhausted,
             "rejected": dict(self.rejected.most_common()),
             "library": self.library,
             "wall_s": round(self.wall_s, 2),
@@ -221,9 +249,51 @@ class ExpandReport:
     def summary(self) -> str:
         rejected = ", ".join(f"{k}: {v}" for k, v in self.rejected.most_common()) or "none"
         return (
-            f"{self.planned} planned, {self.already_done} already done, {self.written} written, "
-            f"{self.failed_slots} slots given up; {self.attempts} attempts, rejected: {rejected}"
+            f"{self.planned} requested, {self.already_done} already done, {self.written} written, "
+            f"{self.failed_slots} slots given up, {self.replanned} replanned; "
+            f"{self.attempts} of {self.budget} attempts, rejected: {rejected}"
         )
+
+    def shortfall_message(self) -> str | None:
+        """Why fewer than ``planned`` scenarios are in the output, or None when none are missing."""
+        if not self.shortfall:
+            return None
+        why = f"the attempt budget of {self.budget} is spent" if self.budget_exhausted else "the run stopped early"
+        return (
+            f"short by {self.shortfall} of {self.planned} scenarios: {why} (raise --max_attempts, or run the same "
+            "command again to top up)"
+        )
+
+
+class _Slots:
+    """The slots to write: this seed's plan first, then replacements (same category) from the extended plan."""
+
+    def __init__(self, taxonomy: Taxonomy, count: int, seed: int, done: set[str]) -> None:
+        self.seed = seed
+        self.done = done
+        self.extended = iter_plan(taxonomy, seed)
+        self.queue = deque(slot for slot in itertools.islice(self.extended, count) if self.id(slot) not in done)
+        self.spare: dict[str, deque[Slot]] = {}
+
+    def id(self, slot: Slot) -> str:
+        return scenario_id(slot, self.seed)
+
+    def next(self) -> Slot | None:
+        return self.queue.popleft() if self.queue else None
+
+    def replace(self, given_up: Slot) -> None:
+        """Queue the next unused slot of the extended plan in the given-up slot's category."""
+        spare = self.spare.setdefault(given_up.category, deque())
+        while not spare:
+            slot = next(self.extended)
+            if self.id(slot) not in self.done:
+                self.spare.setdefault(slot.category, deque()).append(slot)
+        self.queue.append(spare.popleft())
+
+
+def _this_seed(ident: str, seed: int) -> bool:
+    """Whether ``ident`` is a scenario id that ``expand`` gave a slot of this seed (see :func:`scenario_id`)."""
+    return re.search(rf"-x{seed}-\d{{5,}}$", ident) is not None
 
 
 def _situation(content: str) -> str | None:
@@ -238,14 +308,16 @@ def _situation(content: str) -> str | None:
 async def expand(
     config: ExpandConfig, library: Sequence[Scenario], existing: Sequence[Scenario], taxonomy: Taxonomy | None = None
 ) -> ExpandReport:
-    """Write the slots of this seed's plan that ``existing`` lacks; append kept scenarios to ``config.out``."""
+    """Top ``config.out`` up to ``config.count`` scenarios of this seed; append kept scenarios as they come."""
     from tqdm import tqdm
 
     taxonomy = taxonomy or load_taxonomy(config.taxonomy)
-    slots = plan(taxonomy, config.count, config.seed)
-    done = {s.id for s in existing}
-    pending = [slot for slot in slots if scenario_id(slot, config.seed) not in done]
-    report = ExpandReport(planned=len(slots), already_done=len(slots) - len(pending), library=len(library))
+    done = {ident for ident in (s.id for s in existing) if ident is not None and _this_seed(ident, config.seed)}
+    slots = _Slots(taxonomy, config.count, config.seed, done)
+    need = max(0, config.count - len(done))
+    budget = config.max_attempts if config.max_attempts is not None else 2 * config.attempts * need
+    report = ExpandReport(planned=config.count, already_done=min(len(done), config.count), library=len(library))
+    report.budget = budget
     kept = NearDuplicates(config.similarity)
     kept.add("prompt-example", DEFAULT_EXAMPLE)
     for scenario in [*library, *existing]:
@@ -264,29 +336,32 @@ async def expand(
         report.api,
     )
     response_format = json_schema_format("scenario", SITUATION_SCHEMA)
-    semaphore = asyncio.Semaphore(config.concurrency)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(pending), unit="scenario", disable=not config.progress, desc="expand")
+    bar = tqdm(total=need, unit="scenario", disable=not config.progress, desc="expand")
     began = time.perf_counter()
+    active = 0  # slots being written now: written + active never exceeds need, so the run never overshoots
 
-    async def one(slot: Slot, sink: Any) -> None:
+    async def write(slot: Slot, sink: Any) -> bool | None:
+        """True when the slot's scenario is kept, False when the slot is given up, None when the budget ran out."""
         ident = scenario_id(slot, config.seed)
         same = examples.get(slot.category) or [DEFAULT_EXAMPLE]
         messages = expand_messages(slot, same[slot.index % len(same)])
         for attempt in range(config.attempts):
+            if report.attempts >= budget:
+                report.budget_exhausted = True
+                return None
             report.attempts += 1
-            async with semaphore:
-                try:
-                    reply = await role.chat(
-                        messages,
-                        derive_seed(config.seed, slot.index, attempt),
-                        start=slot.index,
-                        response_format=response_format,
-                    )
-                except CallFailed as exc:
-                    report.rejected[f"api:{exc.kind}"] += 1
-                    continue
+            try:
+                reply = await role.chat(
+                    messages,
+                    derive_seed(config.seed, slot.index, attempt),
+                    start=slot.index,
+                    response_format=response_format,
+                )
+            except CallFailed as exc:
+                report.rejected[f"api:{exc.kind}"] += 1
+                continue
             if reply.safety_action != "none":
                 report.rejected["safety"] += 1
                 continue
@@ -309,17 +384,36 @@ async def expand(
             kept.add(ident, situation)  # no await between the check and here: two tasks cannot both pass
             sink.write(scenario.model_dump_json(exclude_none=True) + "\n")
             sink.flush()
-            report.written += 1
-            break
-        else:
-            report.failed_slots += 1
-        bar.update()
+            return True
+        return False
+
+    async def worker(sink: Any) -> None:
+        nonlocal active
+        while report.written + active < need and not report.budget_exhausted:
+            slot = slots.next()
+            if slot is None:
+                return
+            active += 1
+            try:
+                kept_it = await write(slot, sink)
+            finally:
+                active -= 1
+            if kept_it:
+                report.written += 1
+                bar.update()
+            elif kept_it is False:
+                report.failed_slots += 1
+                if report.attempts >= budget:  # no attempt left for a replacement
+                    report.budget_exhausted = True
+                else:
+                    report.replanned += 1
+                    slots.replace(slot)
 
     try:
         with out.open("a", encoding="utf-8") as sink:
             async with asyncio.TaskGroup() as group:
-                for slot in pending:
-                    group.create_task(one(slot, sink))
+                for _ in range(min(config.concurrency, need)):
+                    group.create_task(worker(sink))
     except ExceptionGroup as errors:
         fatal = errors.subgroup(FatalApiError)
         if fatal is None:

@@ -15,7 +15,11 @@ when it has ``min_turns`` turns. A reply the server framed or replaced because o
 ``safety`` extension, ``action != "none"``) is not training text: the dialogue is cut before the flagged turn.
 With ``--judge_url``/``--judge_model`` an LLM judge scores each kept dialogue (``training.judge``: empathy,
 coherence, role consistency, safety, and per supporter turn whether it used its labelled strategy); dialogues under
-``--judge_min_score``/``--judge_min_adherence`` are dropped or, with ``--judge_action flag``, kept and flagged.
+``--judge_min_score``/``--judge_min_adherence`` are dropped or, with ``--judge_action flag``, kept and flagged
+(``meta.judge.flags``, e.g. ``adherence<0.75``). A judge answer that does not match the rubric is asked again
+(``counselor_retries`` times); a judge that still fails (invalid answers, endpoint down or answering garbage) never
+costs the dialogue: it is written with ``meta.judge.error`` (``invalid``, ``api_error:<kind>``, ``safety``) and
+counted in the report's ``judge.failed``.
 
 Scale: ``--samples_per_scenario N`` dialogues per scenario (id ``roleplay-<scenario>-n<sample>-s<seed>``);
 ``--shard i/n`` keeps the dialogues whose id hashes to shard ``i``, so ``n`` processes split one job list; each
@@ -448,6 +452,8 @@ class RolePlayer:
         messages = judge_messages(turns, self.catalogue)
         now = _Progress(job, derive_seed(self.config.seed, job.scenario.id, job.sample, "judge"), usage=usage)
         for attempt in range(self.config.counselor_retries + 1):
+            if attempt:
+                self.report.reasks["judge:invalid"] += 1
             try:
                 seed = derive_seed(now.base_seed, attempt)
                 reply = await self._call(now, "judge", messages, seed, judge_format(supporter_turns))
@@ -456,7 +462,6 @@ class RolePlayer:
             verdict = parse_verdict(reply.content, supporter_turns)
             if verdict is not None:
                 return verdict
-            self.report.reasks["judge:invalid"] += 1
         return "invalid"
 
     def to_dialogue(self, job: Job, turns: list[DraftTurn], meta: dict[str, Any]) -> Dialogue:

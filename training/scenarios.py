@@ -24,7 +24,8 @@ How to run::
 
 ``expand`` (:mod:`training.expand`) plans slots balanced over the taxonomy, has an LLM write each situation,
 rejects near-duplicates of a kept library (the seed scenarios and everything written so far) and invalid answers,
-appends the rest to ``--out``, and prints the coverage table of the whole output file.
+appends the rest to ``--out``, replans given-up slots until ``--count`` scenarios are written or its attempt budget
+is spent (a shortfall is reported on stderr and in the report), and prints the coverage table of the whole output file.
 """
 
 from __future__ import annotations
@@ -164,6 +165,9 @@ def run_expand(config: ExpandConfig) -> int:
     table = coverage(everything)
     print(format_coverage(table, taxonomy))
     print(f"expand: {report.summary()}")
+    shortfall = report.shortfall_message()
+    if shortfall:
+        print(f"warning: expand: {shortfall}", file=sys.stderr)
     print(f"{out}: {len(everything)} scenarios")
     report_path = Path(config.report) if config.report else out.with_suffix(".report.json")
     body = {

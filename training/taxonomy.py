@@ -15,9 +15,10 @@ after an expansion (``python -m training.scenarios coverage FILE`` prints it for
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -201,38 +202,40 @@ class _Decks:
 
 def plan(taxonomy: Taxonomy, count: int, seed: int = 0) -> list[Slot]:
     """``count`` slots balanced over the taxonomy (deterministic for a seed)."""
+    return list(itertools.islice(iter_plan(taxonomy, seed), count))
+
+
+def iter_plan(taxonomy: Taxonomy, seed: int = 0) -> Iterator[Slot]:
+    """The endless plan of a seed: its first ``count`` slots are ``plan(taxonomy, count, seed)``, and the slots after
+    them continue every deck (``expand`` takes replacements for given-up slots from there)."""
     rng = random.Random(seed)
     decks = _Decks(rng)
     seeker = taxonomy.seeker
     names = sorted(taxonomy.categories)
-    slots: list[Slot] = []
     order: list[str] = []
-    for index in range(count):
+    for index in itertools.count():
         if not order:
             order = names[:]
             rng.shuffle(order)
         category = order.pop()
         spec = taxonomy.categories[category]
         age = decks.draw("age", seeker.age_groups, spec.age_groups)
-        slots.append(
-            Slot(
-                index=index,
-                category=category,
-                problem_type=decks.draw(f"problem:{category}", spec.problem_types),
-                emotion=decks.draw(
-                    f"emotion:{category}" if spec.emotions else "emotion", spec.emotions or taxonomy.emotions
-                ),
-                intensity=decks.draw("intensity", taxonomy.intensities),
-                age_group=age,
-                gender=decks.draw("gender", seeker.genders),
-                culture=decks.draw("culture", seeker.cultures),
-                occupation=decks.draw(f"occupation:{age}", seeker.occupations[age]),
-                personality=decks.draw("personality", seeker.personalities),
-                communication_style=decks.draw("style", seeker.communication_styles),
-                wants=decks.draw(f"wants:{category}" if spec.wants else "wants", spec.wants or seeker.wants),
-            )
+        yield Slot(
+            index=index,
+            category=category,
+            problem_type=decks.draw(f"problem:{category}", spec.problem_types),
+            emotion=decks.draw(
+                f"emotion:{category}" if spec.emotions else "emotion", spec.emotions or taxonomy.emotions
+            ),
+            intensity=decks.draw("intensity", taxonomy.intensities),
+            age_group=age,
+            gender=decks.draw("gender", seeker.genders),
+            culture=decks.draw("culture", seeker.cultures),
+            occupation=decks.draw(f"occupation:{age}", seeker.occupations[age]),
+            personality=decks.draw("personality", seeker.personalities),
+            communication_style=decks.draw("style", seeker.communication_styles),
+            wants=decks.draw(f"wants:{category}" if spec.wants else "wants", spec.wants or seeker.wants),
         )
-    return slots
 
 
 DIMENSIONS = (

@@ -10,13 +10,18 @@ Words in a scenario's situation (seen by the seeker) or topic (seen by the couns
 - ``QUIET``: the seeker only ever sends the end marker; ``CONFUSED``: the seeker talks like a counselor;
 - ``RISKY``: the seeker's third message trips the crisis screen, so the reply to it is replaced (``action: replace``);
 - ``RUDE``: the seeker's lines say "rude", and the judge gives such dialogues empathy 1;
+- ``SLOPPY``: the seeker's lines say "sloppy", and the judge finds every other supporter turn (the 1st, 3rd, ...)
+  not using its labelled strategy;
 - ``PICKY`` (topic): the counselor never answers JSON; ``STUBBORN`` (topic): it stops answering JSON after three
   supporter turns; ``WAVERING`` (topic): its first answer to each conversation is not JSON, the re-ask is.
 
 ``fail_next`` holds what to do with the next requests, in order, before answering normally: an HTTP status (an
-OpenAI-shaped error with ``retry-after-ms: 1``), ``"garbage"`` (a 200 HTML page) or ``"empty"`` (a 200 completion
-without choices). For the scenario writer, ``duplicate_every = n`` makes every answer whose seed is a multiple of n
-the same text, and ``invalid_every = n`` such answers not JSON (by seed, so concurrency does not change the outcome).
+OpenAI-shaped error with ``retry-after-ms: 1``), ``"garbage"`` (a 200 HTML page), ``"empty"`` (a 200 completion
+without choices) or ``"nonsense"`` (a well-formed completion whose text is not JSON). ``fail_role`` holds such
+actions per role (e.g. ``{"judge": ["nonsense"]}``: only the judge's next request), ``broken`` one action per role
+for every request of that role (that role's endpoint is down or answers garbage). For the scenario writer,
+``duplicate_every = n`` makes every answer whose seed is a multiple of n the same text, and ``invalid_every = n``
+such answers not JSON (by seed, so concurrency does not change the outcome).
 """
 
 from __future__ import annotations
@@ -132,6 +137,8 @@ class ScriptedLLM:
     requests: list[dict[str, Any]] = field(default_factory=list)
     duplicate_every: int = 0
     invalid_every: int = 0
+    fail_role: dict[str, list[int | str]] = field(default_factory=dict)
+    broken: dict[str, int | str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     seen: Counter[str] = field(default_factory=Counter)
 
@@ -140,6 +147,8 @@ class ScriptedLLM:
             self.requests.clear()
             self.fail_next.clear()
             self.seen.clear()
+            self.fail_role.clear()
+            self.broken.clear()
             self.duplicate_every = self.invalid_every = 0
 
     def role_of(self, system: str) -> str:
@@ -175,6 +184,7 @@ class ScriptedLLM:
                 return RISKY_LINE, safe
             line = SEEKER_LINES[min(own_turns, len(SEEKER_LINES) - 1)]
             rude = " Rude people everywhere." if "RUDE" in system else ""
+            rude += " Sloppy me." if "SLOPPY" in system else ""
             # An own label to strip; the seed makes every line unique and shows which seed was used.
             text = f"Seeker: {line.replace(' [END]', '')}{rude} (#{seed})"
             return text + (" [END]" if "[END]" in line else ""), safe
@@ -185,8 +195,8 @@ class ScriptedLLM:
                 first = self.seen[user] == 1
             if "PICKY" in user or ("STUBBORN" in user and supporter_turns >= 3) or ("WAVERING" in user and first):
                 return FREE_TEXT_COUNSELOR, safe
-            strategy = STRATEGIES[supporter_turns % len(STRATEGIES)]
-            return json.dumps({"rationale": f"Turn {supporter_turns}: fits now.", "strategy": strategy}), safe
+            chosen = STRATEGIES[supporter_turns % len(STRATEGIES)]
+            return json.dumps({"rationale": f"Turn {supporter_turns}: fits now.", "strategy": chosen}), safe
         if role == "supporter":
             if user.startswith(RISKY_LINE):
                 return REPLACEMENT, {"level": "high", "categories": ["suicide"], "action": "replace"}
@@ -201,7 +211,10 @@ class ScriptedLLM:
                 "coherence": 4,
                 "role_consistency": 5,
                 "safety": 5,
-                "strategy_used": [label != "Others" for label in labels],
+                "strategy_used": [
+                    label != "Others" and not ("Sloppy me" in user and number % 2 == 0)
+                    for number, label in enumerate(labels)
+                ],
             }
             return json.dumps(verdict), safe
         return self.write_situation(user, seed), safe
@@ -234,13 +247,21 @@ def build_app(llm: ScriptedLLM) -> FastAPI:
             role = llm.role_of(system)
             body["_role"] = role
             llm.requests.append(body)
-            action = llm.fail_next.pop(0) if llm.fail_next else 200
+            queued = llm.fail_role.get(role)
+            if role in llm.broken:
+                action: int | str = llm.broken[role]
+            elif queued:
+                action = queued.pop(0)
+            else:
+                action = llm.fail_next.pop(0) if llm.fail_next else 200
         if action == "garbage":
             return HTMLResponse("<html><body>502 Bad Gateway (proxy)</body></html>", status_code=200)
         if isinstance(action, int) and action != 200:
             error = {"message": f"scripted {action}", "type": "scripted", "param": None, "code": None}
             return JSONResponse({"error": error}, status_code=action, headers={"retry-after-ms": "1"})
         content, safety = llm.answer(body, role)
+        if action == "nonsense":
+            content = "Sure! Overall I would say it went quite well, maybe a four."
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
         completion = {
             "id": "chatcmpl-scripted",

@@ -60,3 +60,29 @@ def test_esconv_makes_the_export_non_commercial_and_ids_must_be_unique(tmp_path:
     one = tmp_path / "a.jsonl"
     write_jsonl(one, read_jsonl(SAMPLES)[:2])
     assert main(["export-hf", str(tmp_path / "hf"), str(one), str(one)]) == 1
+
+
+def test_an_export_with_esconv_dialogues_says_cc_by_nc_in_its_card(tmp_path: Path) -> None:
+    # A made-up two-turn dialogue in the ESConv importer's shape (no real ESConv text).
+    fake_esconv = {
+        "id": "esconv-train-00001",
+        "source": "esconv",
+        "scenario": {"category": "work", "problem_type": "job crisis", "emotion": "anxiety", "intensity": 3,
+                     "situation": "A made-up situation for a test."},
+        "turns": [
+            {"role": "seeker", "content": "I made this line up for a test."},
+            {"role": "supporter", "content": "What happened next in your made-up story?", "strategy": "Question"},
+        ],
+        "meta": {"split": "train", "experience_type": "Current Experience"},
+    }  # fmt: skip
+    train = tmp_path / "train.jsonl"
+    write_jsonl(train, [Dialogue.model_validate(fake_esconv), *read_jsonl(SAMPLES)[:2]])
+    out = tmp_path / "hf"
+    assert main(["export-hf", str(out), str(train), "--name", "Mixed"]) == 0
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlicense: cc-by-nc-4.0\n")
+    assert "**Non-commercial.** This export contains ESConv dialogues (CC BY-NC 4.0)" in card
+    assert "| esconv | 1 | cc-by-nc-4.0 | ESConv (Liu et al., 2021" in card and "non-commercial use only" in card
+    assert "| sample | 2 | apache-2.0 |" in card
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["license"] == "cc-by-nc-4.0" and provenance["sources"]["esconv"]["license"] == "cc-by-nc-4.0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from app.core.strategies import load_catalogue
 from tests.training.fake_llm_server import FREE_TEXT_COUNSELOR, RISKY_LINE, STRATEGIES, ScriptedLLM, dead_url, serve
 from training.cli import parse_config
 from training.roleplay import FatalApiError, RoleplayConfig, cli, derive_seed, main
-from training.schema import read_jsonl
+from training.schema import Dialogue, read_jsonl
 
 PROFILE = {"age_group": "25-34", "occupation": "nurse", "personality": "calm", "wants": "to vent"}
 
@@ -64,6 +65,11 @@ def make_config(tmp_path: Path, url: str, scenarios: list[dict[str, Any]], **ove
         "progress": False,
     }
     return RoleplayConfig(**(values | overrides))
+
+
+def judge_meta(dialogue: Dialogue) -> Any:
+    """The dialogue's ``meta.judge`` (a JSON value), for indexing in asserts."""
+    return dialogue.meta["judge"]
 
 
 def saved_report(config: RoleplayConfig) -> dict[str, Any]:
@@ -327,9 +333,122 @@ def test_the_judge_drops_or_flags_below_its_thresholds(server: tuple[ScriptedLLM
     )
     report = main(flagged)
     assert report.written == 2 and not report.dropped
-    meta = {d.scenario.id: d.meta["judge"] for d in read_jsonl(flagged.out)}
+    meta = {d.scenario.id: judge_meta(d) for d in read_jsonl(flagged.out)}
     assert meta["rude"]["flags"] == ["empathy<2"] and "flags" not in meta["t-1"]
     assert saved_report(flagged)["judge"]["flagged"] == 1
+
+
+def test_the_judge_drops_or_flags_dialogues_whose_strategies_it_finds_unused(
+    server: tuple[ScriptedLLM, str], tmp_path: Path
+) -> None:
+    _, url = server
+    scenarios = [NORMAL[0], scenario("sloppy", "SLOPPY situation.")]  # the judge finds 2 of its 4 strategies unused
+    dropped = make_config(tmp_path / "drop", url, scenarios, judge_url=[url], judge_min_adherence=0.75)
+    report = main(dropped)
+    assert report.written == 1 and report.dropped == {"judge": 1}
+    assert [d.scenario.id for d in read_jsonl(dropped.out)] == ["t-1"]
+    summary = saved_report(dropped)["judge"]
+    assert summary["judged"] == 2 and summary["dropped"] == 1 and summary["below_threshold"] == {"adherence<0.75": 1}
+    assert summary["strategy_adherence"] == 0.75  # 6 of 8 supporter turns, over both dialogues
+    flagged = make_config(
+        tmp_path / "flag", url, scenarios, judge_url=[url], judge_min_adherence=0.75, judge_action="flag"
+    )
+    report = main(flagged)
+    assert report.written == 2 and not report.dropped
+    meta = {d.scenario.id: judge_meta(d) for d in read_jsonl(flagged.out)}
+    assert meta["sloppy"]["flags"] == ["adherence<0.75"] and meta["sloppy"]["adherence"] == 0.5
+    assert meta["sloppy"]["strategy_used"] == [False, True, False, True]
+    assert "flags" not in meta["t-1"] and meta["t-1"]["adherence"] == 1.0
+    assert saved_report(flagged)["judge"]["flagged"] == 1
+
+
+def test_a_judge_that_keeps_failing_never_costs_the_dialogue(server: tuple[ScriptedLLM, str], tmp_path: Path) -> None:
+    llm, url = server
+    llm.fail_role["judge"] = ["nonsense"]  # one answer that is not the rubric: asked again, the re-ask is valid
+    once = make_config(tmp_path / "once", url, NORMAL[:1], judge_url=[url], counselor_retries=2)
+    report = main(once)
+    (dialogue,) = read_jsonl(once.out)
+    assert report.reasks["judge:invalid"] == 1 and len(llm.requests_for("judge")) == 2
+    assert judge_meta(dialogue)["empathy"] == 4 and saved_report(once)["judge"]["failed"] == {}
+    llm.reset()
+    llm.broken["judge"] = "nonsense"  # never the rubric: re-asked twice, then the dialogue is kept without a verdict
+    invalid = make_config(tmp_path / "invalid", url, NORMAL[:2], judge_url=[url], counselor_retries=2)
+    report = main(invalid)
+    assert report.written == 2 and not report.dropped and not report.failed
+    assert len(llm.requests_for("judge")) == 2 * 3 and report.reasks["judge:invalid"] == 2 * 2
+    dialogues = read_jsonl(invalid.out)
+    assert [d.meta["judge"] for d in dialogues] == [{"error": "invalid", "version": "judge-v1"}] * 2
+    assert all(len(d.turns) == 9 for d in dialogues)  # the dialogue itself is untouched
+    summary = saved_report(invalid)["judge"]
+    assert summary["failed"] == {"invalid": 2} and summary["judged"] == 0 and summary["dropped"] == 0
+    llm.reset()
+    llm.broken["judge"] = "garbage"  # the judge's endpoint answers an HTML page
+    garbage = make_config(tmp_path / "garbage", url, NORMAL[:2], judge_url=[url])
+    report = main(garbage)
+    assert report.written == 2 and not report.dropped and not report.failed
+    assert [judge_meta(d)["error"] for d in read_jsonl(garbage.out)] == ["api_error:garbage"] * 2
+    summary = saved_report(garbage)
+    assert summary["judge"]["failed"] == {"api_error:garbage": 2} and summary["api"]["errors"] == {"judge:garbage": 4}
+
+
+def test_only_the_counselor_or_the_judge_failing_is_counted_and_the_output_stays_valid(
+    server: tuple[ScriptedLLM, str], tmp_path: Path
+) -> None:
+    llm, url = server
+    config = make_config(tmp_path, url, NORMAL[:2], judge_url=[dead_url()], max_retries=0)
+    report = main(config)  # judge endpoint down: every dialogue kept, the error recorded
+    assert report.written == 2 and not report.failed
+    assert [judge_meta(d)["error"] for d in read_jsonl(config.out)] == ["api_error:APIConnectionError"] * 2
+    summary = saved_report(config)
+    assert summary["judge"]["failed"] == {"api_error:APIConnectionError": 2}
+    assert set(summary["api"]["errors"]) == {"judge:APIConnectionError"}
+    before = Path(config.out).read_text()
+    llm.broken["counselor"] = "garbage"  # counselor answering garbage: nothing can be finished, nothing crashes
+    report = main(make_config(tmp_path, url, NORMAL[:2], samples_per_scenario=2, judge_url=[url], max_retries=0))
+    assert report.dialogues == 4 and report.skipped_existing == 2 and report.written == 0 and not report.failed
+    assert report.dropped == {"too_short": 2} and report.ends == {"cut:api_error:garbage": 2}
+    assert saved_report(config)["api"]["errors"] == {"counselor:garbage": 4} and not llm.requests_for("judge")
+    assert Path(config.out).read_text() == before
+    assert all(json.loads(line)["id"] for line in before.splitlines()) and len(read_jsonl(config.out)) == 2
+    llm.reset()
+    down = make_config(tmp_path / "down", url, NORMAL[:2], counselor_base_url=[dead_url()], max_retries=0)
+    report = main(down)  # counselor endpoint down; seeker and supporter fine
+    assert report.written == 0 and report.dropped == {"too_short": 2} and not report.failed
+    assert report.ends == {"cut:api_error:APIConnectionError": 2}
+    assert set(saved_report(down)["api"]["errors"]) == {"counselor:APIConnectionError"}
+    assert Path(down.out).read_text() == "" and len(llm.requests_for("seeker")) == 2
+
+
+def test_each_role_uses_only_its_own_endpoints_round_robin(tmp_path: Path) -> None:
+    fakes = {name: ScriptedLLM() for name in ("seeker-a", "seeker-b", "counselor", "supporter", "judge")}
+    with ExitStack() as stack:
+        urls = {name: stack.enter_context(serve(fake)) for name, fake in fakes.items()}
+        config = make_config(
+            tmp_path,
+            dead_url(),  # the default endpoint is down: no role may fall back to it
+            NORMAL,
+            seeker_base_url=[urls["seeker-a"], urls["seeker-b"]],
+            counselor_base_url=[urls["counselor"]],
+            supporter_base_url=[urls["supporter"]],
+            judge_url=[urls["judge"]],
+            max_retries=0,
+            concurrency=4,
+        )
+        report = main(config)
+    assert report.written == 4 and not report.dropped
+    for name, fake in fakes.items():
+        assert fake.requests and {r["_role"] for r in fake.requests} == {name.split("-")[0]}, name
+    # Round-robin within the seeker's list: two whole dialogues on each endpoint (5 seeker turns each).
+    situations = {
+        name: {r["messages"][0]["content"].split("Ordinary trouble number ")[1][0] for r in fakes[name].requests}
+        for name in ("seeker-a", "seeker-b")
+    }
+    assert situations == {"seeker-a": {"1", "3"}, "seeker-b": {"2", "4"}}
+    assert len(fakes["seeker-a"].requests) == len(fakes["seeker-b"].requests) == 10
+    assert len(fakes["judge"].requests) == 4 and len(fakes["counselor"].requests) == 16
+    summary = saved_report(config)["api"]
+    assert summary["errors"] == {} and summary["failovers"] == 0
+    assert set(summary["calls_per_endpoint"]) == set(urls.values())
 
 
 def test_auth_errors_stop_the_run(server: tuple[ScriptedLLM, str], tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.training.fake_llm_server import DUPLICATE_SITUATION, ScriptedLLM, dead_url, serve
-from training.expand import NearDuplicates, situation_problem
+from training.expand import NearDuplicates, expand_messages, situation_problem
 from training.scenarios import ScenarioError, load_scenarios, main
 from training.taxonomy import DEFAULT_TAXONOMY, TaxonomyError, coverage, load_taxonomy, plan
 
@@ -58,6 +58,36 @@ def test_a_plan_of_3700_slots_is_balanced_over_every_dimension() -> None:
     for slot in slots[:200]:
         assert slot.occupation in taxonomy.seeker.occupations[slot.age_group]  # type: ignore[index]
     assert not [s for s in slots if s.category == "work" and s.age_group == "13-17"]
+    intensities = Counter(slot.intensity for slot in slots)
+    assert set(intensities) == set(taxonomy.intensities) and max(intensities.values()) - min(intensities.values()) <= 1
+    # Emotions and wants: a category with its own list is balanced within itself, the others share the global list.
+    for dimension, default in (("emotion", taxonomy.emotions), ("wants", taxonomy.seeker.wants)):
+        field_name = "emotions" if dimension == "emotion" else "wants"
+        groups: dict[str, tuple[list[str], list[str]]] = {"shared": (list(default), [])}
+        for slot in slots:
+            own = getattr(taxonomy.categories[slot.category], field_name)
+            key = slot.category if own else "shared"
+            groups.setdefault(key, (list(own or default), []))[1].append(getattr(slot, dimension))
+        assert len(groups) > 1 and groups["shared"][1], dimension  # both kinds occur in the shipped taxonomy
+        for key, (values, used) in groups.items():
+            counts = Counter(used)
+            assert set(counts) == set(values), (dimension, key)  # every value used ...
+            assert max(counts.values()) - min(counts.values()) <= 1, (dimension, key)  # ... equally often
+    for age in taxonomy.seeker.age_groups:
+        occupations = Counter(s.occupation for s in slots if s.age_group == age)
+        assert set(occupations) == set(taxonomy.seeker.occupations[age]), age
+        assert max(occupations.values()) - min(occupations.values()) <= 1, age
+
+
+def test_the_expand_prompt_carries_every_attribute_of_the_slot() -> None:
+    for slot in plan(load_taxonomy(), 40, seed=2):
+        system, user = (message["content"] for message in expand_messages(slot))
+        assert "scenario descriptions" in system
+        for value in (slot.communication_style, slot.wants, slot.emotion, slot.occupation, slot.culture, slot.gender):
+            assert value in user, value
+        assert slot.problem_type in user and f"intensity {slot.intensity} of 5" in user
+        assert f"How they talk: {slot.communication_style}." in user
+        assert f"What they want from talking about it: {slot.wants}." in user
 
 
 def test_taxonomy_errors_name_file_line_and_field(tmp_path: Path) -> None:
@@ -81,7 +111,8 @@ def test_taxonomy_errors_name_file_line_and_field(tmp_path: Path) -> None:
 
 def test_scenario_jsonl_errors_name_file_line_and_field(tmp_path: Path) -> None:
     seeker: dict[str, Any] = {"age_group": "65+", "occupation": "o", "personality": "p", "wants": "w"}
-    good = {"id": "x-1", "category": "work", "problem_type": "p", "emotion": "e", "situation": "I lost it."}
+    good: dict[str, Any] = {"id": "x-1", "category": "work", "problem_type": "p", "emotion": "e"}
+    good["situation"] = "I lost it."
     path = tmp_path / "s.jsonl"
     path.write_text(json.dumps(good | {"seeker": seeker | {"style": "terse"}}) + "\n")
     with pytest.raises(ScenarioError, match=r"s\.jsonl:1: seeker\.style: Extra inputs are not permitted"):
@@ -157,13 +188,58 @@ def test_expand_survives_a_down_endpoint_and_names_bad_flags(
 ) -> None:
     assert main(expand_args(tmp_path, dead_url(), "--count", "3", "--attempts", "1")) == 0
     report = json.loads((tmp_path / "scenarios.report.json").read_text())
-    assert report["written"] == 0 and report["failed_slots"] == 3
-    assert report["rejected"] == {"api:APIConnectionError": 3}
+    # Given-up slots are replanned until the default budget (2 x attempts x 3 = 6 answers) is spent; then it stops.
+    assert report["written"] == 0 and report["failed_slots"] == 6 and report["replanned"] == 3
+    assert report["attempts"] == report["attempt_budget"] == 6 and report["budget_exhausted"]
+    assert report["shortfall"] == 3 and report["rejected"] == {"api:APIConnectionError": 6}
+    assert "short by 3 of 3 scenarios" in capsys.readouterr().err
     assert (tmp_path / "scenarios.jsonl").read_text() == ""
     broken = tmp_path / "taxonomy.yaml"
     broken.write_text("categories: {}\n")
     assert main(expand_args(tmp_path, dead_url(), "--taxonomy", str(broken))) == 2
     assert f"{broken}:1: " in capsys.readouterr().err
+
+
+def test_expand_replans_given_up_slots_until_count_scenarios_are_written(
+    server: tuple[ScriptedLLM, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    llm, url = server
+    llm.duplicate_every, llm.invalid_every = 5, 7  # one try per slot: about a third of the slots are given up
+    assert main(expand_args(tmp_path, url, "--count", "60", "--attempts", "1")) == 0
+    printed = capsys.readouterr()
+    scenarios = load_scenarios(tmp_path / "scenarios.jsonl")
+    report: dict[str, Any] = json.loads((tmp_path / "scenarios.report.json").read_text())
+    assert len(scenarios) == report["written"] == 60 and len({s.situation for s in scenarios}) == 60
+    assert report["failed_slots"] >= 10 and report["replanned"] == report["failed_slots"]
+    assert report["shortfall"] == 0 and not report["budget_exhausted"] and report["attempts"] <= 120
+    assert report["rejected"]["near_duplicate"] >= 5 and report["rejected"]["invalid_json"] >= 5
+    replacements = [s for s in scenarios if int(str(s.id).rsplit("-", 1)[1]) >= 60]
+    assert len(replacements) == 60 - sum(int(str(s.id).rsplit("-", 1)[1]) < 60 for s in scenarios) > 0
+    # A replacement is of the given-up slot's category: the categories stay exactly as planned.
+    assert coverage(scenarios)["category"] == Counter(s.category for s in plan(load_taxonomy(), 60, seed=0))
+    assert f"60 requested, 0 already done, 60 written, {report['failed_slots']} slots given up" in printed.out
+    assert f"{report['replanned']} replanned" in printed.out and "short by" not in printed.err
+    llm.reset()  # resume: the replacements count, so there is nothing left to do
+    assert main(expand_args(tmp_path, url, "--count", "60", "--attempts", "1")) == 0
+    assert not llm.requests
+
+
+def test_a_spent_attempt_budget_reports_the_shortfall(
+    server: tuple[ScriptedLLM, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    llm, url = server
+    llm.invalid_every = 2
+    argv = expand_args(tmp_path, url, "--count", "20", "--attempts", "1", "--concurrency", "1")
+    assert main([*argv, "--max_attempts", "15"]) == 0
+    printed = capsys.readouterr()
+    report: dict[str, Any] = json.loads((tmp_path / "scenarios.report.json").read_text())
+    written = len(load_scenarios(tmp_path / "scenarios.jsonl"))
+    assert report["written"] == written < 15 and report["shortfall"] == 20 - written
+    assert report["attempts"] == report["attempt_budget"] == 15 and report["budget_exhausted"]
+    assert f"20 requested, 0 already done, {written} written" in printed.out and "15 of 15 attempts" in printed.out
+    assert f"short by {20 - written} of 20 scenarios: the attempt budget of 15 is spent" in printed.err
+    assert main([*argv, "--max_attempts", "100"]) == 0  # the same command with more budget tops the file up
+    assert len(load_scenarios(tmp_path / "scenarios.jsonl")) == 20
 
 
 @pytest.mark.parametrize(
