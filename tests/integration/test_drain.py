@@ -33,6 +33,9 @@ BODY = {
     "max_tokens": 8000,
     "ignore_eos": True,
 }
+FINISH_GRACE_S = 300
+"""Drain grace of the tests whose stream must finish normally: the 8,000 tokens take ~20 s on an AVX512-BF16 CPU and
+63 s on an AVX2-only one (float32); a 60 s grace cut them there (``left_in_flight=1``, ``outcome: aborted``)."""
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +138,7 @@ def assert_draining(server: ServerProcess) -> None:
 
 def test_sigterm_drains_in_flight_streams_then_exits_0(long_model_repo: Path, tmp_path: Path) -> None:
     """SIGTERM to the server process: the in-flight stream finishes normally and the server exits 0."""
-    server = start_server(long_model_repo, tmp_path / "drain.log", grace_s=60, new_session=False)
+    server = start_server(long_model_repo, tmp_path / "drain.log", grace_s=FINISH_GRACE_S, new_session=False)
     assert server.proc is not None
     try:
         with in_flight_stream(server) as lines:
@@ -159,7 +162,7 @@ def test_group_signal_drains_in_flight_streams_then_everything_exits(
     """The signal to the whole process group: the engine processes ignore it, the stream still finishes normally,
     the server exits 0, and no engine process outlives it. (What /ready and new requests get while a server drains
     is checked above; here it is the engine processes that are on trial.)"""
-    with group_server(long_model_repo, tmp_path / "group.log", grace_s=60) as (server, proc, engine):
+    with group_server(long_model_repo, tmp_path / "group.log", grace_s=FINISH_GRACE_S) as (server, proc, engine):
         with in_flight_stream(server) as lines:
             os.killpg(proc.pid, sig)
             wait_for_drain_start(server)
