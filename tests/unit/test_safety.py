@@ -276,8 +276,10 @@ def test_split_alternatives_respects_groups_and_classes() -> None:
     assert split_alternatives(r"a|b(c|d)|[|x]|\|e") == ["a", "b(c|d)", "[|x]", r"\|e"]
 
 
-def test_long_messages_stay_well_under_a_millisecond(screen: LexicalSafetyScreen) -> None:
-    """Median CPU time on ~1,000-character, risk-dense messages (a loose bound; the benchmark reports p99)."""
+def test_long_messages_stay_bounded(screen: LexicalSafetyScreen) -> None:
+    """Median CPU time on ~1,000-character, risk-dense messages: a guard against a runaway pattern, not the speed
+    target (``benchmarks/safety_bench.py`` measures that). It is about 0.7 ms on an idle AVX2 core, and a 1 ms bound
+    failed once here with vLLM and a training run holding both cores (1.1 ms), so the bound is 5 ms."""
     texts = _bench().long_messages(_bench().load_set("regression"), count=60)
     for text in texts:
         screen.screen(text)
@@ -287,7 +289,7 @@ def test_long_messages_stay_well_under_a_millisecond(screen: LexicalSafetyScreen
         screen.screen(text)
         samples.append((time.thread_time_ns() - start) / 1000)
     samples.sort()
-    assert samples[len(samples) // 2] < 1000, f"median {samples[len(samples) // 2]:.0f} us"
+    assert samples[len(samples) // 2] < 5000, f"median {samples[len(samples) // 2]:.0f} us"
 
 
 # ------------------------------------------------------------------------------------------------------- policy
