@@ -1,7 +1,7 @@
 """Fine-tune SmolLM2-135M-Instruct on ESConv (optionally plus role-play data) and compare it with the base model.
 
 How to run (from the repository root; ~25-40 minutes on 2 idle CPU cores with AVX512-BF16, much longer on a busy
-machine; on an AVX2-only CPU training alone takes about 70 minutes, in float32)::
+machine, and several times longer on an AVX2-only CPU, which trains in float32)::
 
     mkdir -p outputs/sft_esconv
     nohup python benchmarks/sft_esconv.py > outputs/sft_esconv/run.log 2>&1 &          # ESConv only

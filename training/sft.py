@@ -326,10 +326,11 @@ def _quantization_config(config: SftConfig) -> Any:
 def cpu_precision(config: SftConfig, *, cuda: bool, flags: set[str] | None = None) -> tuple[SftConfig, str | None]:
     """The config with 16-bit compute that this CPU would only emulate turned off, and a line saying so (None when
     nothing changed). Emulated bf16 is several times slower than float32 (``app/core/cpu.py``); a GPU is untouched."""
-    from app.core.cpu import native_on_cpu
+    from app.core.cpu import cpu_flags, native_on_cpu
 
     if cuda:
         return config, None
+    flags = cpu_flags() if flags is None else flags  # read /proc/cpuinfo once
     changes: dict[str, Any] = {}
     if config.bf16 and not native_on_cpu("bfloat16", flags):
         changes["bf16"] = False

@@ -33,7 +33,7 @@ from app.chat.errors import (
 from app.chat.prompt import PromptRenderer
 from app.chat.reply import ReplyDelta, ReplyShaper
 from app.chat.safety import SafetyDecision
-from app.chat.safety.gate import Asker, SafetyGate
+from app.chat.safety.gate import SafetyGate
 from app.chat.strategy import Counselor, StrategyMode, StrategyPlan, plan_for
 from app.core.manifest import Manifest
 from app.core.messages import Message, new_item_id
@@ -322,8 +322,14 @@ class ChatPipeline:
         escalated); returns the decision and the session's new risk hold."""
         lease = conversation.lease
         hold = lease.record.risk_hold if lease and lease.record else 0
-        asker = Asker(caller.tenant, caller.request_id, lease.session_id if lease else None)
-        return await self.safety.check(conversation.messages, hold, locale, asker)
+        return await self.safety.check(
+            conversation.messages,
+            hold,
+            locale,
+            tenant=caller.tenant,
+            request_id=caller.request_id,
+            session_id=lease.session_id if lease else None,
+        )
 
     async def plan_strategy(
         self, request: TurnRequest, requested: str | None, conversation: Conversation, caller: Caller

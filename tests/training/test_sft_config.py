@@ -67,7 +67,7 @@ def test_cpu_preset_evaluates_on_valid_dev_and_tracks_the_run() -> None:
 
 def test_bf16_is_kept_only_where_the_cpu_computes_it_natively() -> None:
     """The CPU preset asks for bf16 autocast; a CPU without AVX512-BF16/AMX would emulate it, several times slower
-    than float32 (an eval pass of the preset took 37 s a batch instead of ~5), so it trains in float32 and says so."""
+    than float32, so it trains in float32 and says so."""
     preset = parse("--config", str(CONFIGS / "cpu-smol.yaml"))
     assert preset.bf16
     kept, note = cpu_precision(preset, cuda=False, flags={"avx2", "avx512f", "avx512_bf16"})

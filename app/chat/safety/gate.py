@@ -16,7 +16,7 @@ person even when the next message sounds calmer.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from app.chat.safety.escalation import Escalations, event_now
 from app.chat.safety.policy import SafetyDecision, SafetyPolicy
@@ -64,15 +64,6 @@ def _held_categories(earlier: Sequence[Message]) -> tuple[str, ...]:
     return ()
 
 
-@dataclass(frozen=True)
-class Asker:
-    """Who a turn is for, as an escalation event names them (never the text)."""
-
-    tenant: str
-    request_id: str
-    session_id: str | None = None
-
-
 class SafetyGate:
     """Screen a turn in the context of its conversation, decide the framing, and report high risk."""
 
@@ -82,11 +73,19 @@ class SafetyGate:
         self.escalations = escalations
 
     async def check(
-        self, messages: Sequence[Message], hold: int, locale: str | None, asker: Asker
+        self,
+        messages: Sequence[Message],
+        hold: int,
+        locale: str | None,
+        *,
+        tenant: str,
+        request_id: str,
+        session_id: str | None,
     ) -> tuple[SafetyDecision | None, int]:
         """The decision for the last of ``messages`` (None: nothing to screen) and the session's new hold counter.
 
-        A high-risk turn becomes a text-free escalation event; reporting it never fails the turn."""
+        A high-risk turn becomes a text-free escalation event (tenant, request and session ids, never the text);
+        reporting it never fails the turn."""
         if not messages:
             return None, hold
         *earlier, latest = messages
@@ -96,8 +95,6 @@ class SafetyGate:
         SAFETY_FLAGS.labels(level=result.level.value).inc()
         decision = self.policy.decide(result, locale)
         if decision.level is RiskLevel.HIGH:
-            event = event_now(
-                asker.tenant, asker.session_id, asker.request_id, decision.level.value, decision.categories
-            )
+            event = event_now(tenant, session_id, request_id, decision.level.value, decision.categories)
             await self.escalations.report(event)
         return decision, hold
