@@ -1,8 +1,8 @@
 """Write a benchmark's results file: ``benchmarks/results/<name>.json`` with where, when and how it was measured.
 
 Every number the README quotes comes from one of these files. Each records the git commit (and whether the tree had
-uncommitted changes), the UTC date, the machine (platform, CPU count, memory), the load average before and after the
-run, and the exact command.
+uncommitted changes), the UTC date, the machine (platform, CPU model, count and vector extensions, memory), the load
+average before and after the run, and the exact command.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from app.core.cpu import cpu_flags, cpu_model, vector_extensions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,7 +41,9 @@ def provenance() -> dict[str, Any]:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.machine(),
+            "cpu_model": cpu_model(),
             "cpus": os.cpu_count(),
+            "cpu_extensions": vector_extensions(cpu_flags()),
             "memory_gib": memory_gib,
             "python": platform.python_version(),
         },

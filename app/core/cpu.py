@@ -13,16 +13,36 @@ NATIVE_CPU_FLAGS: dict[str, tuple[str, ...]] = {
 """The ``/proc/cpuinfo`` flags, any of which means the dtype is native on this CPU."""
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16")
+"""The flags that decide CPU inference and training speed here (results files record which of them a machine has)."""
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name`` field of ``/proc/cpuinfo`` (None where it cannot be read)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
             for line in info:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
+    return set((_cpuinfo_field("flags") or "").split())
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``), e.g. ``AMD EPYC 7B13``; None where it cannot be read."""
+    return _cpuinfo_field("model name")
+
+
+def vector_extensions(flags: set[str]) -> list[str]:
+    """Which of :data:`VECTOR_FLAGS` the CPU has, in that order."""
+    return [flag for flag in VECTOR_FLAGS if flag in flags]
 
 
 def native_on_cpu(dtype: str, flags: set[str] | None = None) -> bool:
