@@ -5,7 +5,7 @@ writes ``benchmarks/results/roleplay.json`` (:mod:`benchmarks.results_file`): yi
 distribution, judge scores, tokens/s, dialogues per hour, per-dialogue cost, and the scenario coverage. The
 dialogues themselves stay under ``--out_dir`` (git-ignored ``outputs/``).
 
-How to run (from the repository root; ~30-40 minutes on 2 shared CPU cores with SmolLM2-135M, so in the background)::
+How to run (from the repository root; about an hour on 2 CPU cores with SmolLM2-135M, so in the background)::
 
     python -m app --port 8000 &                 # the project server (embedded SmolLM2-135M as "sweetiechat")
     mkdir -p outputs/roleplay_bench
