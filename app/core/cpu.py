@@ -13,7 +13,7 @@ NATIVE_CPU_FLAGS: dict[str, tuple[str, ...]] = {
 """The ``/proc/cpuinfo`` flags, any of which means the dtype is native on this CPU."""
 
 
-VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16")
+VECTOR_FLAGS = ("avx2", "avx512f", *(flag for flags in NATIVE_CPU_FLAGS.values() for flag in flags))
 """The flags that decide CPU inference and training speed here (results files record which of them a machine has)."""
 
 
