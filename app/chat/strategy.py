@@ -3,7 +3,10 @@
 Modes (per model manifest, ``strategy_mode``, or per request):
 
 - ``model``: a fine-tuned model writes ``[Strategy] reply`` (the format: :mod:`app.core.format`); the server strips
-  the tag and reports the strategy. A requested strategy is forced by prefilling its tag.
+  the tag and reports the strategy. A requested strategy is forced by prefilling its tag. With the manifest's
+  ``strategy_tag: greedy`` (the default) the tag is the model's most likely one (:meth:`Counselor.model_tag`: a
+  guided choice over the catalogue's tags on the reply's own prompt, temperature 0), prefilled the same way; a
+  sampled tag is a draw at the reply's temperature, which a small model spreads over every strategy.
 - ``counselor``: for base models. A short generation constrained to the catalogue names (vLLM structured outputs,
   guided choice) picks the strategy from the conversation (the paper's Strategy Counselor, at inference time); the
   reply is then generated with that strategy in its instructions.
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from app.chat.prompt import PromptRenderer
+from app.core.format import tag
 from app.core.messages import Message
 from app.core.strategies import StrategyCatalogue
 from app.core.template import template_ids, text_ids
@@ -65,6 +69,9 @@ class Counselor:
         self.catalogue = catalogue
         # Guided choice emits one catalogue name and then end-of-sequence: the longest name plus one token.
         self.max_tokens = max(len(text_ids(renderer.tokenizer, name)) for name in catalogue.names) + 1
+        self.tags = tuple(tag(name).rstrip() for name in catalogue.names)
+        """The tags as a fine-tuned model writes them (``[Question]``), the choices of :meth:`model_tag`."""
+        self.tag_max_tokens = max(len(text_ids(renderer.tokenizer, t)) for t in self.tags) + 1
 
     def messages(self, conversation: Sequence[Message]) -> list[dict[str, str]]:
         """The counselor's own prompt: the catalogue, then the latest messages as a transcript."""
@@ -86,3 +93,12 @@ class Counselor:
         async for deltas in self.engine.generate(ids, params, f"{request_id}-counselor"):
             text += "".join(d.text for d in deltas if d.index == 0)
         return self.catalogue.canonical(text)
+
+    async def model_tag(self, prompt_ids: list[int], request_id: str) -> str | None:
+        """``model`` mode, ``strategy_tag: greedy``: the catalogue tag the model itself finds most likely after
+        ``prompt_ids`` (the reply's prompt, so vLLM's prefix cache serves the reply's prefill), or None."""
+        params = GenerationParams(max_tokens=self.tag_max_tokens, temperature=0.0, choices=self.tags)
+        text = ""
+        async for deltas in self.engine.generate(prompt_ids, params, f"{request_id}-tag"):
+            text += "".join(d.text for d in deltas if d.index == 0)
+        return self.catalogue.canonical(text) if text.strip() in self.tags else None

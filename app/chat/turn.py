@@ -3,6 +3,7 @@
 ::
 
     ChatPipeline.start:  validate -> admit -> open the conversation -> screen -> plan the strategy -> render
+                         (-> the model's most likely tag, in model mode with strategy_tag: greedy)
     Turn.replies:        generate -> shape the reply                         (ReplyDelta per engine step)
     Turn.commit:         commit (sessions: one Lua script, which also releases the lock)
     Turn.close:          give back the generation slot and, if not committed, the session lock (idempotent)
@@ -35,9 +36,11 @@ from app.chat.reply import ReplyDelta, ReplyShaper
 from app.chat.safety import SafetyDecision
 from app.chat.safety.gate import SafetyGate
 from app.chat.strategy import Counselor, StrategyMode, StrategyPlan, plan_for
+from app.core.format import tag
 from app.core.manifest import Manifest
 from app.core.messages import Message, new_item_id
 from app.core.strategies import StrategyCatalogue
+from app.core.template import text_ids
 from app.engine.base import ChoiceDelta, Engine, EngineError, GenerationParams, InvalidParamsError
 from app.observability import (
     ABORTED,
@@ -207,6 +210,9 @@ class ChatPipeline:
             plan = await self.plan_strategy(request, requested, conversation, caller)
             prompt_ids = await self.renderer.run(self.render_prompt, request, conversation, plan)
             params = self.generation_params(request, len(prompt_ids))
+            if plan.parse_tags and self.manifest.strategy_tag == "greedy":
+                plan, prompt_ids = await self.choose_model_tag(plan, prompt_ids, caller)
+                params = self.generation_params(request, len(prompt_ids))
         except BaseException:
             slot.release()
             if conversation is not None and conversation.lease is not None:
@@ -345,6 +351,19 @@ class ChatPipeline:
                 COUNSELOR_INVALID.inc()
                 annotate(counselor="invalid")
         return plan_for(self.catalogue, mode, strategy)
+
+    async def choose_model_tag(
+        self, plan: StrategyPlan, prompt_ids: list[int], caller: Caller
+    ) -> tuple[StrategyPlan, list[int]]:
+        """``model`` mode, ``strategy_tag: greedy``: the model's most likely tag, prefilled like a requested one
+        (the same ids as rendering with ``prefill``). If the choice names no tag, the model writes its own."""
+        strategy = await self.counselor.model_tag(prompt_ids, caller.request_id)
+        if strategy is None:
+            COUNSELOR_INVALID.inc()
+            annotate(counselor="invalid")
+            return plan, prompt_ids
+        prefill = await self.renderer.run(text_ids, self.renderer.tokenizer, tag(strategy))
+        return plan_for(self.catalogue, "model", strategy), prompt_ids + prefill
 
     def render_prompt(self, request: TurnRequest, conversation: Conversation, plan: StrategyPlan) -> list[int]:
         """Token ids for the engine; a stored history is trimmed in whole-exchange blocks to fit (unless the

@@ -73,6 +73,11 @@ class Manifest(BaseModel):
     source: str
     system_prompt: str | None = None
     strategy_mode: Literal["off", "model", "counselor"] = "off"
+    strategy_tag: Literal["greedy", "sampled"] = "greedy"
+    """``strategy_mode: model`` only: how the model's own ``[Strategy]`` tag is chosen. ``greedy``: the catalogue tag
+    the model finds most likely after the prompt (a guided choice at temperature 0) is prefilled and the reply is
+    sampled after it, so the strategy is the model's best guess while the wording keeps its variety; ``sampled``:
+    the tag is sampled with the reply, at the reply's temperature."""
     safety_high_action: Literal["replace", "frame"] | None = None
     """Override the safety policy's high-risk action for this model: ``frame`` shows the model's reply between the
     safety messages; set it only for a model that passed a documented safety evaluation (default: the policy's,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from typing import Literal, TypeAlias
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +19,7 @@ from app.server import Components, build_app
 from tests.fakes import FakeEngine, FakeTokenizer
 
 CATALOGUE = load_catalogue()
+StrategyTag: TypeAlias = Literal["greedy", "sampled"]
 
 
 @pytest.mark.parametrize(
@@ -57,10 +60,12 @@ def test_stripper_releases_non_tags_without_delay() -> None:
     assert unterminated.finish() == "[Ques"
 
 
-def model_mode_client(pieces: list[str]) -> Iterator[TestClient]:
-    manifest = Manifest(name="fine", source=".", strategy_mode="model")
+def model_mode_client(
+    pieces: list[str], strategy_tag: StrategyTag = "sampled", engine: FakeEngine | None = None
+) -> Iterator[TestClient]:
+    manifest = Manifest(name="fine", source=".", strategy_mode="model", strategy_tag=strategy_tag)
     components = Components(
-        manifest=manifest, engine=FakeEngine(pieces), renderer=PromptRenderer(FakeTokenizer(), None)
+        manifest=manifest, engine=engine or FakeEngine(pieces), renderer=PromptRenderer(FakeTokenizer(), None)
     )
     with TestClient(build_app(Settings(), components), raise_server_exceptions=False) as client:
         yield client
@@ -106,3 +111,45 @@ def test_unknown_strategy_lists_valid_names() -> None:
         error = resp.json()["error"]
         assert resp.status_code == 400 and error["param"] == "strategy"
         assert all(name in error["message"] for name in CATALOGUE.names)
+
+
+def test_greedy_tag_is_the_models_guided_choice_then_prefilled_before_the_sampled_reply() -> None:
+    engine = FakeEngine([], replies=["[Reflection of feelings]", "That sounds so lonely."])
+    for client in model_mode_client([], "greedy", engine):
+        body = client.post("/v1/chat/completions", json={"model": "fine", "messages": MESSAGES}).json()
+        assert body["choices"][0]["message"] == {
+            "role": "assistant",
+            "content": "That sounds so lonely.",
+            "strategy": "Reflection of feelings",
+        }
+    choice, reply = engine.calls
+    assert choice.temperature == 0.0 and choice.choices == tuple(f"[{name}]" for name in CATALOGUE.names)
+    assert reply.choices == () and reply.temperature != 0.0  # the reply itself is still sampled
+    # The reply's prompt is the choice's prompt plus the chosen tag: exactly what a prefilled request renders.
+    tag_ids = PromptRenderer(FakeTokenizer(), None).tokenizer.encode("[Reflection of feelings] ")
+    assert engine.prompts[1] == engine.prompts[0] + tag_ids
+
+
+def test_greedy_tag_that_names_no_strategy_leaves_the_tag_to_the_model_and_is_counted() -> None:
+    engine = FakeEngine([], replies=["[Hugs]", "[Question] How did it go?"])
+    for client in model_mode_client([], "greedy", engine):
+        before = _counselor_invalid(client)
+        body = client.post("/v1/chat/completions", json={"model": "fine", "messages": MESSAGES}).json()
+        assert body["choices"][0]["message"]["strategy"] == "Question"
+        assert body["choices"][0]["message"]["content"] == "How did it go?"
+        assert _counselor_invalid(client) == before + 1
+    assert engine.prompts[1] == engine.prompts[0]  # nothing was prefilled
+
+
+def test_sampled_tag_makes_one_generation_at_the_reply_temperature() -> None:
+    engine = FakeEngine(["[Question] How", " did it go?"])
+    for client in model_mode_client([], "sampled", engine):
+        body = client.post("/v1/chat/completions", json={"model": "fine", "messages": MESSAGES}).json()
+        assert body["choices"][0]["message"]["strategy"] == "Question"
+    assert len(engine.calls) == 1 and engine.calls[0].choices == ()
+
+
+def _counselor_invalid(client: TestClient) -> float:
+    match = re.search(r"^sweetie_counselor_invalid_total (\S+)$", client.get("/metrics").text, re.M)
+    assert match is not None
+    return float(match.group(1))
