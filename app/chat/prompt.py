@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
 
-from app.core.format import chat_messages, tag
+from app.core.format import chat_messages, tag_prefix
 from app.core.messages import Message, group_exchanges
 from app.core.template import ChatTokenizer, template_ids, text_ids
 from app.sessions.history import trim_to_budget
@@ -70,7 +70,7 @@ class PromptRenderer:
         ids = template_ids(
             self.tokenizer, chat_messages(conversation, system_prompt=self.system_prompt, instruction=instruction)
         )
-        return ids + text_ids(self.tokenizer, tag(prefill)) if prefill else ids
+        return ids + text_ids(self.tokenizer, tag_prefix(prefill)) if prefill else ids
 
     def render_trimmed(
         self,

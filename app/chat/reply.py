@@ -1,6 +1,7 @@
 """Shape the reply: the engine's raw text of one choice -> the text the client sees (and a session stores).
 
-In order: the strategy tag is stripped (``model`` mode; :class:`app.core.format.TagStripper`), the sentence budget
+In order: the strategy tag is stripped (``model`` mode; :class:`app.core.format.TagStripper`), whitespace before the
+first visible word is dropped, the sentence budget
 ends the reply after its N-th sentence (:mod:`app.chat.reply_budget`), and the safety decision frames it (a leading
 message before the model's first token, a trailing one after its last). Streaming and non-streaming replies both go
 through :class:`ReplyShaper`, so they cannot disagree about what is shown or stored.
@@ -46,6 +47,9 @@ class ReplyShaper:
         self.text = ""
         self.finish_reason: str | None = None
         self._announced = self.stripper is None
+        self._began = False
+        """Visible model text has started: until then leading whitespace is dropped (after a prefilled tag the model
+        writes the space the tokenizer merges into the first word, ``" How"``)."""
 
     @property
     def finished(self) -> bool:
@@ -77,6 +81,9 @@ class ReplyShaper:
             text = self.stripper.feed(text)
             if finish_reason:
                 text += self.stripper.finish()
+        if not self._began:
+            text = text.lstrip()
+            self._began = bool(text)
         if self.budget is not None:
             text = self.budget.feed(text)
             if self.budget.reached:

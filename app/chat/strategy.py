@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from app.chat.prompt import PromptRenderer
-from app.core.format import tag
+from app.core.format import tag_prefix
 from app.core.messages import Message
 from app.core.strategies import StrategyCatalogue
 from app.core.template import template_ids, text_ids
@@ -69,7 +69,7 @@ class Counselor:
         self.catalogue = catalogue
         # Guided choice emits one catalogue name and then end-of-sequence: the longest name plus one token.
         self.max_tokens = max(len(text_ids(renderer.tokenizer, name)) for name in catalogue.names) + 1
-        self.tags = tuple(tag(name).rstrip() for name in catalogue.names)
+        self.tags = tuple(tag_prefix(name) for name in catalogue.names)
         """The tags as a fine-tuned model writes them (``[Question]``), the choices of :meth:`model_tag`."""
         self.tag_max_tokens = max(len(text_ids(renderer.tokenizer, t)) for t in self.tags) + 1
 

@@ -28,6 +28,13 @@ def tag(strategy: str) -> str:
     return f"[{strategy}] "
 
 
+def tag_prefix(strategy: str) -> str:
+    """The tag as a forced start of the reply (a requested or greedily chosen strategy): ``"[Question]"``, without
+    the space. Tokenizers merge that space into the reply's first word (``" How"``), so this is the exact token
+    prefix of what the model learned to write; prefilling the space would put a token there it never saw."""
+    return f"[{strategy}]"
+
+
 def tagged_reply(strategy: str, reply: str) -> str:
     """What the model learns to write: ``[Strategy] reply``."""
     return tag(strategy) + reply

@@ -12,7 +12,7 @@ engine arguments. ``source`` is one of:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,6 +63,10 @@ class EngineConfig(BaseModel):
     max_num_seqs: int = Field(64, ge=1)
 
 
+StrategyTag: TypeAlias = Literal["greedy", "sampled"]
+"""How a ``model``-mode model's ``[Strategy]`` tag is chosen (:attr:`Manifest.strategy_tag`)."""
+
+
 class Manifest(BaseModel):
     """One servable model."""
 
@@ -73,7 +77,7 @@ class Manifest(BaseModel):
     source: str
     system_prompt: str | None = None
     strategy_mode: Literal["off", "model", "counselor"] = "off"
-    strategy_tag: Literal["greedy", "sampled"] = "greedy"
+    strategy_tag: StrategyTag = "greedy"
     """``strategy_mode: model`` only: how the model's own ``[Strategy]`` tag is chosen. ``greedy``: the catalogue tag
     the model finds most likely after the prompt (a guided choice at temperature 0) is prefilled and the reply is
     sampled after it, so the strategy is the model's best guess while the wording keeps its variety; ``sampled``:
