@@ -4,6 +4,7 @@ AVX512-BF16 CPUs, so a figure without the CPU's model and vector extensions cann
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,21 @@ def test_a_results_file_records_the_cpu_model_and_its_vector_extensions(
         assert machine["cpu_model"] and set(machine["cpu_extensions"]) <= cpu_flags()
         assert "flags" not in machine  # the subset, not the whole flag list
     assert body["results"] == {"value": 1}
+
+
+def test_only_code_changes_make_a_run_dirty_not_the_results_files_it_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a benchmark of several steps writes results files as it goes: those say nothing about the code it ran
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "step1.json").write_text("{}\n")
+    (tmp_path / "app.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "start"]):
+        subprocess.run([*git, *args], check=True)
+    monkeypatch.setattr(results_file, "RESULTS", results)
+    (results / "step1.json").write_text('{"done": true}\n')
+    assert results_file.provenance()["git_dirty"] is False
+    (tmp_path / "app.py").write_text("x = 2\n")
+    assert results_file.provenance()["git_dirty"] is True
