@@ -1,10 +1,10 @@
 """Shape the reply: the engine's raw text of one choice -> the text the client sees (and a session stores).
 
-In order: the strategy tag is stripped (``model`` mode; :class:`app.core.format.TagStripper`), whitespace before the
-first visible word is dropped, the sentence budget
-ends the reply after its N-th sentence (:mod:`app.chat.reply_budget`), and the safety decision frames it (a leading
-message before the model's first token, a trailing one after its last). Streaming and non-streaming replies both go
-through :class:`ReplyShaper`, so they cannot disagree about what is shown or stored.
+In order: the strategy tag is stripped (``model`` mode; :class:`app.core.format.TagStripper`; after a prefilled tag,
+the space before the first word), the sentence budget ends the reply after its N-th sentence
+(:mod:`app.chat.reply_budget`), and the safety decision frames it (a leading message before the model's first token,
+a trailing one after its last). Streaming and non-streaming replies both go through :class:`ReplyShaper`, so they
+cannot disagree about what is shown or stored.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ class ReplyShaper:
         max_sentences: int | None,
         leading: str = "",
         trailing: str = "",
+        prefilled: bool = False,
     ) -> None:
+        """``prefilled``: the prompt ends with a forced tag (:func:`app.core.format.tag_prefix`), so the model's text
+        starts with the space the tokenizer merges into the first word; it is dropped."""
         self.index = index
         self.stripper = TagStripper(catalogue) if catalogue is not None else None
         self.budget = SentenceBudget(max_sentences) if max_sentences else None
@@ -47,9 +50,8 @@ class ReplyShaper:
         self.text = ""
         self.finish_reason: str | None = None
         self._announced = self.stripper is None
-        self._began = False
-        """Visible model text has started: until then leading whitespace is dropped (after a prefilled tag the model
-        writes the space the tokenizer merges into the first word, ``" How"``)."""
+        self._began = not prefilled
+        """Visible model text has started; until then (after a prefilled tag) leading whitespace is dropped."""
 
     @property
     def finished(self) -> bool:

@@ -471,7 +471,14 @@ class Turn:
         parse = pipeline.catalogue if plan.parse_tags else None
         budget = pipeline.max_sentences(request)
         self.choices = [
-            ReplyShaper(i, catalogue=parse, max_sentences=budget, leading=leading, trailing=trailing)
+            ReplyShaper(
+                i,
+                catalogue=parse,
+                max_sentences=budget,
+                leading=leading,
+                trailing=trailing,
+                prefilled=plan.prefill is not None,
+            )
             for i in range(params.n)
         ]
 

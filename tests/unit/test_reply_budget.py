@@ -1,4 +1,5 @@
-"""SentenceBudget: where a streamed reply is cut, however the text is split into chunks."""
+"""Shaping a streamed reply: where SentenceBudget cuts it, however the text is split into chunks, and the space a
+prefilled tag leaves."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import random
 
 import pytest
 
+from app.chat.reply import ReplyShaper
 from app.chat.reply_budget import SentenceBudget
 
 
@@ -78,3 +80,13 @@ def test_text_is_released_at_once_not_held_back() -> None:
 def test_budget_must_allow_a_sentence() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         SentenceBudget(0)
+
+
+def test_after_a_prefilled_tag_the_merged_space_is_dropped_and_otherwise_text_is_kept_as_written() -> None:
+    # the model continues "[Question]" with " How" (the tokenizer's merged space), in whatever chunks it streams
+    prefilled = ReplyShaper(0, catalogue=None, max_sentences=None, prefilled=True)
+    shown = [prefilled.feed(piece, None) for piece in (" ", " How", " are you?")]
+    assert [d.text if d else None for d in shown] == [None, "How", " are you?"]
+    plain = ReplyShaper(0, catalogue=None, max_sentences=None)  # a base model's leading space is its own
+    delta = plain.feed(" Hi", "stop")
+    assert delta is not None and delta.text == " Hi"
