@@ -1,6 +1,7 @@
 """How a fine-tuned model's strategy tag is best chosen, measured on ESConv valid-dev (never on the test half).
 
-How to run (from the repository root, after ``benchmarks/sft_esconv.py`` exported a model; ~5 minutes on one core)::
+How to run (from the repository root, after ``benchmarks/sft_esconv.py`` exported a model; one CPU core by
+default, ``--threads`` for more)::
 
     python benchmarks/strategy_tag.py --model_dir outputs/sft_esconv/model_repo/sweetiechat-esconv
 

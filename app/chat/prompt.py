@@ -70,7 +70,11 @@ class PromptRenderer:
         ids = template_ids(
             self.tokenizer, chat_messages(conversation, system_prompt=self.system_prompt, instruction=instruction)
         )
-        return ids + text_ids(self.tokenizer, tag_prefix(prefill)) if prefill else ids
+        return ids + self.prefill_ids(prefill) if prefill else ids
+
+    def prefill_ids(self, strategy: str) -> list[int]:
+        """Token ids of a forced reply start: the strategy's tag (:func:`app.core.format.tag_prefix`)."""
+        return text_ids(self.tokenizer, tag_prefix(strategy))
 
     def render_trimmed(
         self,

@@ -36,11 +36,9 @@ from app.chat.reply import ReplyDelta, ReplyShaper
 from app.chat.safety import SafetyDecision
 from app.chat.safety.gate import SafetyGate
 from app.chat.strategy import Counselor, StrategyMode, StrategyPlan, plan_for
-from app.core.format import tag_prefix
 from app.core.manifest import Manifest
 from app.core.messages import Message, new_item_id
 from app.core.strategies import StrategyCatalogue
-from app.core.template import text_ids
 from app.engine.base import ChoiceDelta, Engine, EngineError, GenerationParams, InvalidParamsError
 from app.observability import (
     ABORTED,
@@ -362,7 +360,7 @@ class ChatPipeline:
             COUNSELOR_INVALID.inc()
             annotate(counselor="invalid")
             return plan, prompt_ids
-        prefill = await self.renderer.run(text_ids, self.renderer.tokenizer, tag_prefix(strategy))
+        prefill = await self.renderer.run(self.renderer.prefill_ids, strategy)
         return plan_for(self.catalogue, "model", strategy), prompt_ids + prefill
 
     def render_prompt(self, request: TurnRequest, conversation: Conversation, plan: StrategyPlan) -> list[int]:

@@ -23,16 +23,16 @@ MAX_TAG_CHARS = 48
 """A leading ``[...]`` longer than this is not a strategy tag; the text is released as it is."""
 
 
-def tag(strategy: str) -> str:
-    """The reply's leading tag, with the space that follows it: ``"[Question] "``."""
-    return f"[{strategy}] "
-
-
 def tag_prefix(strategy: str) -> str:
     """The tag as a forced start of the reply (a requested or greedily chosen strategy): ``"[Question]"``, without
     the space. Tokenizers merge that space into the reply's first word (``" How"``), so this is the exact token
     prefix of what the model learned to write; prefilling the space would put a token there it never saw."""
     return f"[{strategy}]"
+
+
+def tag(strategy: str) -> str:
+    """The reply's leading tag, with the space that follows it: ``"[Question] "``."""
+    return tag_prefix(strategy) + " "
 
 
 def tagged_reply(strategy: str, reply: str) -> str:
