@@ -496,6 +496,7 @@ def main(config: SftConfig, preset: Path | None = None) -> dict[str, Any]:
         "steps_per_second": metrics.get("train_steps_per_second"),
         "tokens_seen": tokens_seen,
         "tokens_per_second": tokens_seen / runtime if runtime else None,
+        "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,  # this process
         "resumed_from": resume_from,
         "loss_history": [{"step": e["step"], "loss": e["loss"]} for e in history if "loss" in e],
         "eval_history": [{"step": e["step"], "eval_loss": e["eval_loss"]} for e in history if "eval_loss" in e],
