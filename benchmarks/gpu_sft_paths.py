@@ -209,7 +209,7 @@ def main(config: GpuPathsConfig) -> dict[str, Any]:
             f"best eval loss {row.get('best_eval_loss')}, peak {row.get('peak_gpu_memory_mib')} MiB",
             flush=True,
         )
-    write_results(config.results_name, started, results)
+        write_results(config.results_name, started, results)  # after every path: a killed run keeps what it did
     return results
 
 
