@@ -474,6 +474,8 @@ def main(config: SftConfig, preset: Path | None = None) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - started
     final = Path(config.output_dir) / "final"
+    if trainer.is_fsdp_enabled:  # checkpoints stay sharded (fsdp.yaml); the export needs the full weights
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(final))  # every process: FSDP / ZeRO-3 gather the full weights here
 
     metrics = dict(result.metrics)
@@ -514,8 +516,12 @@ def main(config: SftConfig, preset: Path | None = None) -> dict[str, Any]:
         files.append(find_manifest(config.system_prompt_manifest, model_repo).folder / MANIFEST_FILE)
         summary["inputs_sha256"] = input_hashes([*files, base.folder])
         if config.export_name:
+            from transformers.integrations import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
             from training.export import export_model, load_trained
 
+            if is_deepspeed_zero3_enabled():  # else from_pretrained would partition the export's weights (ZeRO-3)
+                unset_hf_deepspeed_config()
             model, saved_tokenizer = load_trained(final, dtype=config.export_dtype)  # LoRA merged into its base
             folder = export_model(
                 model,
