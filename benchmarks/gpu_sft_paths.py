@@ -1,7 +1,7 @@
 """One prepared run of every GPU training path of ``training.sft`` on a tiny model, for a lent GPU machine.
 
 How to run (on a CUDA machine, from the repository root; the device tool's machine cannot reach a hub, so the
-packages its image lacks travel as wheels in ``.whl/``, see ``docs/gpu_check.md``)::
+packages its image lacks travel as wheels, see README "GPU paths")::
 
     python benchmarks/gpu_sft_paths.py                       # every path, one process per visible GPU
     python benchmarks/gpu_sft_paths.py --paths lora qlora    # some of them
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,8 @@ EXTRA_FLAGS = {
     "ddp_qlora": ["--load_in_4bit"],
     "fsdp": ["--gradient_checkpointing", "false"],  # FSDP checkpoints activations itself (fsdp.yaml)
 }
+ERROR_LINE = re.compile(r"^(\[rank\d+\]: )?\w*(Error|Exception): ")
+"""A raised exception's last line (a launcher's log tail shows only its own traceback)."""
 PACKAGES = ("torch", "transformers", "trl", "accelerate", "peft", "datasets", "bitsandbytes", "deepspeed")
 
 
@@ -127,6 +130,11 @@ def reply_tokens(folder: Path) -> dict[str, Any]:
     }
 
 
+def raised_errors(log: str) -> list[str]:
+    """The exceptions a log shows raised, each once, without the ``[rankN]:`` prefix."""
+    return sorted({line.split("]: ")[-1] for line in log.splitlines() if ERROR_LINE.search(line)})
+
+
 def run_path(path: str, command: list[str], work: Path, timeout_s: int) -> dict[str, Any]:
     """Run one path and gather what it left: summary, export, TensorBoard events; the log's tail when it failed."""
     log = work / "logs" / f"{path}.log"
@@ -156,7 +164,9 @@ def run_path(path: str, command: list[str], work: Path, timeout_s: int) -> dict[
         except Exception as exc:  # recorded in the results; the other paths still run
             row["reload"] = {"error": f"{type(exc).__name__}: {exc}"}
     if rc != 0:
-        row["log_tail"] = log.read_text(encoding="utf-8", errors="replace")[-2500:]
+        text = log.read_text(encoding="utf-8", errors="replace")
+        row["errors"] = raised_errors(text)
+        row["log_tail"] = text[-2500:]
     return row
 
 
@@ -179,8 +189,8 @@ def main(config: GpuPathsConfig) -> dict[str, Any]:
     from tests.tiny_model import build_tiny_llama
 
     started = provenance()
-    if not started["git_sha"]:  # a copied working tree without .git: the caller says which commit it is
-        started["git_sha"] = os.environ.get("GIT_SHA", "")
+    if os.environ.get("GIT_SHA"):  # a copied tree (the device tool's) may carry a stale .git: the caller knows better
+        started.update(git_sha=os.environ["GIT_SHA"], git_dirty=None)
     if not torch.cuda.is_available():
         raise SystemExit("error: no CUDA GPU visible; this check is for a GPU machine")
     processes = config.num_processes or torch.cuda.device_count()

@@ -474,8 +474,6 @@ def main(config: SftConfig, preset: Path | None = None) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - started
     final = Path(config.output_dir) / "final"
-    if trainer.is_fsdp_enabled:  # checkpoints stay sharded (fsdp.yaml); the export needs the full weights
-        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(final))  # every process: FSDP / ZeRO-3 gather the full weights here
 
     metrics = dict(result.metrics)

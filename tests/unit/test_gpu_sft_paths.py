@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.gpu_sft_paths import PATHS, sft_command, split_samples
+from benchmarks.gpu_sft_paths import PATHS, raised_errors, sft_command, split_samples
 from tests.server_process import REPO_ROOT
 from training.cli import parse_config
 from training.sft import SftConfig
@@ -48,3 +48,13 @@ def test_each_path_parses_into_the_settings_it_names(path: str, tmp_path: Path) 
         config_file = Path(launcher[launcher.index("--config_file") + 1])
         assert config_file.is_file() and config_file.stem in path.replace("ddp_qlora", "ddp")
         assert launcher[launcher.index("--num_processes") + 1] == "2"
+
+
+def test_a_failed_launch_records_the_raised_error_not_only_the_launcher_traceback() -> None:
+    log = (
+        "[rank0]:     return torch.embedding(weight, input)\n"
+        "[rank0]: RuntimeError: aten.embedding.default got mixed torch.Tensor and DTensor\n"
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n"
+        "  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html\n"
+    )
+    assert raised_errors(log) == ["RuntimeError: aten.embedding.default got mixed torch.Tensor and DTensor"]
