@@ -1,7 +1,8 @@
 """Fine-tune SmolLM2-135M-Instruct on ESConv (optionally plus role-play data) and compare it with the base model.
 
-How to run (from the repository root; ~25-40 minutes on 2 idle CPU cores with AVX512-BF16, much longer on a busy
-machine, and several times longer on an AVX2-only CPU, which trains in float32)::
+How to run (from the repository root; about 50 minutes of training with 2 threads on 2 idle CPU cores with
+AVX512-BF16 (sft_esconv_2x.json) plus ~15 minutes of evaluation, much longer on a busy machine, and several times
+longer on an AVX2-only CPU, which trains in float32)::
 
     mkdir -p outputs/sft_esconv
     nohup python benchmarks/sft_esconv.py > outputs/sft_esconv/run.log 2>&1 &          # ESConv only
@@ -9,12 +10,12 @@ machine, and several times longer on an AVX2-only CPU, which trains in float32):
     python benchmarks/sft_esconv.py --data esconv:train outputs/roleplay.jsonl --data_weights 1 4 \\
         --out_dir outputs/sft_esconv_rp --name sweetiechat-esconv-rp --results_name sft_esconv_roleplay
 
-The weights decide the role-play share of the preset's 960 training turns: ESConv train has 10,191 supporter turns
+The weights decide the role-play share of the preset's 1,920 training turns: ESConv train has 10,191 supporter turns
 and a 220-dialogue role-play run about 650, so ``1 1`` would leave ~6% role-play and ``1 4`` gives ~20%.
 
 Steps:
 
-1. ``python -m training.sft --config training/configs/cpu-smol.yaml`` (LoRA on a seeded 960-turn subset of the
+1. ``python -m training.sft --config training/configs/cpu-smol.yaml`` (LoRA on a seeded 1,920-turn subset of the
    training data; eval loss on ESConv valid-dev every 40 steps, the best checkpoint merged on export) into
    ``<out_dir>/model_repo/<name>/`` (git-ignored: ESConv is CC BY-NC).
 2. For the base (``model_repo/sweetiechat``: SmolLM2-135M-Instruct with the SweetieChat system prompt, strategy
