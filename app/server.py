@@ -38,6 +38,7 @@ from app.chat.safety.classifier import LearnedSafetyScreen, SafetyModelError
 from app.chat.safety.escalation import Escalations, LogEscalations, RedisEscalations
 from app.chat.safety.gate import SafetyGate
 from app.chat.strategy import Counselor
+from app.chat.strategy_planner import PLANNER_FILE, PlannerError, StrategyPlanner
 from app.chat.tenants import TenantDirectory, TenantLimits
 from app.chat.turn import ChatPipeline, TurnOptions
 from app.config import Settings
@@ -68,6 +69,8 @@ class Config:
     screen: SafetyScreen
     tenants: TenantDirectory
     """Every tenant's limits (key lines over settings over a share of the pool); reloads update it."""
+    planner: StrategyPlanner | None = None
+    """The learned Strategy Planner of a ``strategy_tag: planner`` model."""
 
 
 @dataclass
@@ -106,6 +109,12 @@ def check_config(settings: Settings, manifest: Manifest | None = None) -> Config
         )
     except SafetyModelError as exc:
         raise ConfigError(f"SWEETIE_SAFETY_SCREEN=learned: {exc}") from None
+    planner = None
+    if manifest.strategy_mode == "model" and manifest.strategy_tag == "planner":
+        try:
+            planner = StrategyPlanner.load(manifest.folder / PLANNER_FILE, catalogue.names)
+        except PlannerError as exc:
+            raise ConfigError(f"model {manifest.name!r} (strategy_tag: planner): {exc}") from None
     max_inflight = settings.max_inflight or manifest.engine.max_num_seqs
     tenants = TenantDirectory(
         configured=TenantLimits(
@@ -120,7 +129,7 @@ def check_config(settings: Settings, manifest: Manifest | None = None) -> Config
         limits=api_keys.limits,
         tenants=api_keys.tenant_names,
     )
-    return Config(settings, manifest, api_keys, catalogue, policy, screen, tenants)
+    return Config(settings, manifest, api_keys, catalogue, policy, screen, tenants, planner)
 
 
 def load_components(config: Config) -> Components:
@@ -201,6 +210,7 @@ def build_pipeline(
         manifest=parts.manifest,
         catalogue=config.catalogue,
         counselor=Counselor(parts.engine, parts.renderer, config.catalogue),
+        planner=config.planner,
         safety=SafetyGate(
             config.screen, config.policy.with_high_action(parts.manifest.safety_high_action), escalations
         ),

@@ -17,7 +17,9 @@ Steps:
 
 1. ``python -m training.sft --config training/configs/cpu-smol.yaml`` (LoRA on a seeded 1,920-turn subset of the
    training data; eval loss on ESConv valid-dev every 40 steps, the best checkpoint merged on export) into
-   ``<out_dir>/model_repo/<name>/`` (git-ignored: ESConv is CC BY-NC).
+   ``<out_dir>/model_repo/<name>/`` (git-ignored: ESConv is CC BY-NC). With ``--strategy_planner``, then
+   ``python -m training.strategy_planner --model_dir`` on the export (on ESConv train): the fine-tuned model
+   serves with ``strategy_tag: planner``, the learned planner choosing the strategy whose tag is prefilled.
 2. For the base (``model_repo/sweetiechat``: SmolLM2-135M-Instruct with the SweetieChat system prompt, strategy
    mode off) and then the fine-tuned model, one at a time: start the project server (``python -m app``), generate
    the sampled supporter turns of ESConv valid-test (the half of ESConv valid that training never looked at, not
@@ -50,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python benchmarks/sft_esconv.py` without installing the package
     sys.path.insert(0, str(ROOT))
 
+from app.chat.strategy_planner import PLANNER_FILE, StrategyPlanner  # noqa: E402
+from app.core.manifest import load_manifest  # noqa: E402
 from app.core.strategies import StrategyCatalogue, load_catalogue  # noqa: E402
 from benchmarks.results_file import provenance, write_results  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
@@ -104,6 +108,13 @@ class BenchConfig:
     )
     reuse: bool = field(
         default=False, metadata={"help": "Reuse saved generations (<out_dir>/generations/) of the same turns."}
+    )
+    strategy_planner: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the learned Strategy Planner into the export first (python -m training.strategy_planner): "
+            "the fine-tuned model then serves with strategy_tag: planner."
+        },
     )
     judge_url: str | None = field(default=None, metadata={"help": "Optional LLM judge endpoint (OpenAI /v1 URL)."})
     judge_model: str | None = field(default=None, metadata={"help": "Judge model at judge_url."})
@@ -329,6 +340,14 @@ def main(config: BenchConfig) -> int:
         summary = json.loads(summary_path.read_text())
     else:
         summary = train(config, out_dir)
+    export = out_dir / "model_repo" / config.name
+    if config.strategy_planner:
+        from training.strategy_planner import PlannerConfig
+        from training.strategy_planner import main as train_planner
+
+        train_planner(PlannerConfig(model_dir=export))
+    strategy_tag = load_manifest(export / "model.yaml").strategy_tag
+    planner_report = StrategyPlanner.load(export / PLANNER_FILE).report if strategy_tag == "planner" else None
     base = generate("base", ROOT / "model_repo", "sweetiechat", targets, config, eval_config, catalogue, out_dir)
     tuned = generate(
         "fine-tuned", out_dir / "model_repo", config.name, targets, config, eval_config, catalogue, out_dir
@@ -361,6 +380,8 @@ def main(config: BenchConfig) -> int:
     total_s = round(time.perf_counter() - started)
     report: dict[str, Any] = {
         "training": _training_record(summary),
+        "fine_tuned_strategy_tag": strategy_tag,
+        "strategy_planner": planner_report,
         "evaluation": {
             "data": config.eval_data,
             "turns": len(targets),

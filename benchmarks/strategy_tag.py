@@ -16,8 +16,13 @@ catalogue tag prefix ``[Strategy]`` by teacher forcing (transformers, float32), 
   is sampled at the manifest's temperature (per-token softmax of logits / T; a draw that is no catalogue tag counts
   as a miss, as in the SFT benchmark).
 
-It prints and writes ``benchmarks/results/<results_name>.json``: both accuracies with paired 95% bootstrap intervals,
-their difference, the majority-class baseline, and what greedy picks (a greedy choice can collapse onto one tag).
+- ``planner``: when the model folder holds a learned Strategy Planner (``strategy_planner.npz``, written by
+  ``python -m training.strategy_planner``; the server's ``strategy_tag: planner``), the strategy it picks from the
+  same conversation (it never sees ESConv valid in training).
+
+It prints and writes ``benchmarks/results/<results_name>.json``: the accuracies with paired 95% bootstrap intervals,
+their differences, the majority-class baseline, and what greedy and the planner pick (a choice can collapse onto one
+tag).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python benchmarks/strategy_tag.py` without installing the package
     sys.path.insert(0, str(ROOT))
 
+from app.chat.strategy_planner import PLANNER_FILE, StrategyPlanner  # noqa: E402
 from app.core.format import tag_prefix  # noqa: E402
 from app.core.manifest import load_manifest  # noqa: E402
 from app.core.strategies import load_catalogue  # noqa: E402
@@ -44,6 +50,7 @@ from training.cli import parse_config  # noqa: E402
 from training.metrics import bootstrap_intervals, mean_of  # noqa: E402
 from training.sft_data import (  # noqa: E402
     build_prompt_completion,
+    context_messages,
     end_of_turn_ids,
     load_dialogues,
     sample_targets,
@@ -119,6 +126,8 @@ def main(config: TagConfig) -> dict[str, Any]:
     targets = sample_targets(targets_of(load_dialogues([config.data], catalogue)), config.turns, config.seed)
     max_len = manifest.engine.max_model_len
     end_ids = end_of_turn_ids(tokenizer)
+    planner = StrategyPlanner.load(folder / PLANNER_FILE, catalogue.names) if (folder / PLANNER_FILE).is_file() else None
+    planned: list[str] = []
     references: list[str] = []
     greedy: list[str] = []
     sampled: list[float] = []
@@ -130,19 +139,27 @@ def main(config: TagConfig) -> dict[str, Any]:
         references.append(target.strategy)
         greedy.append(guided_greedy(tags, logprobs))
         sampled.append(float(np.exp(sum(logprobs[target.strategy][1]))))
+        if planner is not None:
+            planned.append(planner.choose(context_messages(target)))
         if i % 50 == 0:
             print(f"{i}/{len(targets)} turns", flush=True)
     hits = np.array([g == r for g, r in zip(greedy, references, strict=True)], dtype=float)
     draws = np.array(sampled)
     majority_name, majority_count = Counter(references).most_common(1)[0]
     majority = np.array([r == majority_name for r in references], dtype=float)
+    statistics = {
+        "greedy": mean_of(hits),
+        "sampled": mean_of(draws),
+        "greedy_minus_sampled": lambda s: float(hits[s].mean() - draws[s].mean()),
+        "greedy_minus_majority": lambda s: float(hits[s].mean() - majority[s].mean()),
+    }
+    plan_hits = np.array([p == r for p, r in zip(planned, references, strict=True)], dtype=float)
+    if planner is not None:
+        statistics["planner"] = mean_of(plan_hits)
+        statistics["planner_minus_greedy"] = lambda s: float(plan_hits[s].mean() - hits[s].mean())
+        statistics["planner_minus_majority"] = lambda s: float(plan_hits[s].mean() - majority[s].mean())
     intervals = bootstrap_intervals(
-        {
-            "greedy": mean_of(hits),
-            "sampled": mean_of(draws),
-            "greedy_minus_sampled": lambda s: float(hits[s].mean() - draws[s].mean()),
-            "greedy_minus_majority": lambda s: float(hits[s].mean() - majority[s].mean()),
-        },
+        statistics,
         len(references),
         config.resamples,
         config.seed,
@@ -161,6 +178,7 @@ def main(config: TagConfig) -> dict[str, Any]:
         },
         "intervals_95": {name: [round(v, 4) for v in pair] for name, pair in intervals.items()},
         "greedy_picks": dict(Counter(greedy).most_common()),
+        "planner_picks": dict(Counter(planned).most_common()) if planner is not None else None,
         "references": dict(Counter(references).most_common()),
     }
     shown = {name: "[" + ", ".join(f"{v:.3f}" for v in pair) + "]" for name, pair in intervals.items()}
@@ -171,6 +189,13 @@ def main(config: TagConfig) -> dict[str, Any]:
         f"majority ({majority_name}) {majority_count / len(references):.3f}"
     )
     print(f"greedy picks: {results['greedy_picks']}")
+    if planner is not None:
+        results["accuracy"]["planner"] = round(float(plan_hits.mean()), 4)
+        results["accuracy"]["planner_minus_greedy"] = round(float(plan_hits.mean() - hits.mean()), 4)
+        print(
+            f"planner {plan_hits.mean():.3f} {shown['planner']}, planner - greedy "
+            f"{plan_hits.mean() - hits.mean():+.3f} {shown['planner_minus_greedy']}; picks: {results['planner_picks']}"
+        )
     write_results(config.results_name, started, results)
     return results
 

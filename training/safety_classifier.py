@@ -322,17 +322,21 @@ def _join_zh(first: str, second: str) -> str:
     return first + ("" if first[-1:] in "，。！？…,.!?~" else "，") + second
 
 
+def vocabulary(
+    per_doc: Sequence[npt.NDArray[np.uint64]], rows: npt.NDArray[np.int64], min_df: int
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
+    """Sorted hashes seen in at least ``min_df`` of the documents ``rows`` (each document's hashes unique), and their
+    IDF, ``ln((1 + n) / (1 + df)) + 1``: :class:`Featurizer`'s ``*_keys`` and ``*_idf``."""
+    n = len(rows)
+    keys, df = np.unique(np.concatenate([per_doc[i] for i in rows] or [np.zeros(0, np.uint64)]), return_counts=True)
+    keep = df >= min_df
+    return keys[keep].astype(np.uint64), (np.log((1 + n) / (1 + df[keep])) + 1).astype(np.float32)
+
+
 def fit_featurizer(docs: Docs, rows: npt.NDArray[np.int64], min_df: int) -> Featurizer:
     """Vocabulary and IDF from the documents ``rows`` (n-grams in at least ``min_df`` of them)."""
-    n = len(rows)
-
-    def vocabulary(per_doc: list[npt.NDArray[np.uint64]]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
-        keys, df = np.unique(np.concatenate([per_doc[i] for i in rows] or [np.zeros(0, np.uint64)]), return_counts=True)
-        keep = df >= min_df
-        return keys[keep].astype(np.uint64), (np.log((1 + n) / (1 + df[keep])) + 1).astype(np.float32)
-
-    char_keys, char_idf = vocabulary(docs.hashes)
-    word_keys, word_idf = vocabulary(docs.words)
+    char_keys, char_idf = vocabulary(docs.hashes, rows, min_df)
+    word_keys, word_idf = vocabulary(docs.words, rows, min_df)
     return Featurizer(
         char_keys=char_keys,
         char_idf=char_idf,

@@ -36,6 +36,7 @@ from app.chat.reply import ReplyDelta, ReplyShaper
 from app.chat.safety import SafetyDecision
 from app.chat.safety.gate import SafetyGate
 from app.chat.strategy import Counselor, StrategyMode, StrategyPlan, plan_for
+from app.chat.strategy_planner import StrategyPlanner
 from app.core.manifest import Manifest
 from app.core.messages import Message, new_item_id
 from app.core.strategies import StrategyCatalogue
@@ -182,6 +183,7 @@ class ChatPipeline:
         store: SessionStore,
         admission: Admission,
         options: TurnOptions,
+        planner: StrategyPlanner | None = None,
     ) -> None:
         self.engine = engine
         self.renderer = renderer
@@ -192,6 +194,7 @@ class ChatPipeline:
         self.store = store
         self.admission = admission
         self.options = options
+        self.planner = planner
 
     @property
     def model_name(self) -> str:
@@ -338,11 +341,14 @@ class ChatPipeline:
     async def plan_strategy(
         self, request: TurnRequest, requested: str | None, conversation: Conversation, caller: Caller
     ) -> StrategyPlan:
-        """Requested strategy, else the counselor's choice (``counselor`` mode), else the model's tag or none."""
+        """Requested strategy, else the planner's choice (``model`` mode, ``strategy_tag: planner``) or the counselor's
+        (``counselor`` mode), else the model's tag or none."""
         mode = request.strategy_mode or self.manifest.strategy_mode
         if request.output.structured and mode == "model":
             mode = "off"  # a JSON reply cannot start with a tag
         strategy = requested
+        if strategy is None and mode == "model" and self.planner is not None:
+            strategy = self.planner.choose(conversation.messages)  # strategy_tag: planner, prefilled
         if strategy is None and mode == "counselor":
             strategy = await self.counselor.choose(conversation.messages, caller.request_id)
             if strategy is None:

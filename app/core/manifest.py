@@ -63,7 +63,7 @@ class EngineConfig(BaseModel):
     max_num_seqs: int = Field(64, ge=1)
 
 
-StrategyTag: TypeAlias = Literal["greedy", "sampled"]
+StrategyTag: TypeAlias = Literal["greedy", "sampled", "planner"]
 """How a ``model``-mode model's ``[Strategy]`` tag is chosen (:attr:`Manifest.strategy_tag`)."""
 
 
@@ -81,7 +81,9 @@ class Manifest(BaseModel):
     """``strategy_mode: model`` only: how the model's own ``[Strategy]`` tag is chosen. ``greedy``: the catalogue tag
     the model finds most likely after the prompt (a guided choice at temperature 0) is prefilled and the reply is
     sampled after it, so the strategy is the model's best guess while the wording keeps its variety; ``sampled``:
-    the tag is sampled with the reply, at the reply's temperature."""
+    the tag is sampled with the reply, at the reply's temperature; ``planner``: the learned Strategy Planner in the
+    model folder (``strategy_planner.npz``, :mod:`app.chat.strategy_planner`) picks the strategy from the
+    conversation and its tag is prefilled (no extra generation)."""
     safety_high_action: Literal["replace", "frame"] | None = None
     """Override the safety policy's high-risk action for this model: ``frame`` shows the model's reply between the
     safety messages; set it only for a model that passed a documented safety evaluation (default: the policy's,
