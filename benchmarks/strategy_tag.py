@@ -126,7 +126,8 @@ def main(config: TagConfig) -> dict[str, Any]:
     targets = sample_targets(targets_of(load_dialogues([config.data], catalogue)), config.turns, config.seed)
     max_len = manifest.engine.max_model_len
     end_ids = end_of_turn_ids(tokenizer)
-    planner = StrategyPlanner.load(folder / PLANNER_FILE, catalogue.names) if (folder / PLANNER_FILE).is_file() else None
+    planner_file = folder / PLANNER_FILE
+    planner = StrategyPlanner.load(planner_file, catalogue.names) if planner_file.is_file() else None
     planned: list[str] = []
     references: list[str] = []
     greedy: list[str] = []
