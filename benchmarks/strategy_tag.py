@@ -57,6 +57,10 @@ from training.sft_data import (  # noqa: E402
     targets_of,
 )
 
+BLEND_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
+"""A look at blending (dev only, not served): argmax of the model's whole-tag log-probability plus this weight times
+the planner's log-probability (0: the model's most likely whole tag, not the token-by-token greedy choice)."""
+
 
 @dataclass
 class TagConfig:
@@ -129,6 +133,8 @@ def main(config: TagConfig) -> dict[str, Any]:
     planner_file = folder / PLANNER_FILE
     planner = StrategyPlanner.load(planner_file, catalogue.names) if planner_file.is_file() else None
     planned: list[str] = []
+    blends: list[dict[str, tuple[float, float]]] = []
+    """Per turn and tag: the model's teacher-forced log-probability of the whole tag, the planner's."""
     references: list[str] = []
     greedy: list[str] = []
     sampled: list[float] = []
@@ -142,6 +148,12 @@ def main(config: TagConfig) -> dict[str, Any]:
         sampled.append(float(np.exp(sum(logprobs[target.strategy][1]))))
         if planner is not None:
             planned.append(planner.choose(context_messages(target)))
+            blends.append(
+                {
+                    name: (sum(logprobs[name][0]), float(np.log(p)))
+                    for name, p in planner.probabilities(context_messages(target)).items()
+                }
+            )
         if i % 50 == 0:
             print(f"{i}/{len(targets)} turns", flush=True)
     hits = np.array([g == r for g, r in zip(greedy, references, strict=True)], dtype=float)
@@ -159,6 +171,10 @@ def main(config: TagConfig) -> dict[str, Any]:
         statistics["planner"] = mean_of(plan_hits)
         statistics["planner_minus_greedy"] = lambda s: float(plan_hits[s].mean() - hits[s].mean())
         statistics["planner_minus_majority"] = lambda s: float(plan_hits[s].mean() - majority[s].mean())
+        for weight in BLEND_WEIGHTS:
+            picks = [max(b, key=lambda n, b=b: b[n][0] + weight * b[n][1]) for b in blends]
+            blend_hits = np.array([p == r for p, r in zip(picks, references, strict=True)], dtype=float)
+            statistics[f"blend_{weight:g}"] = mean_of(blend_hits)
     intervals = bootstrap_intervals(
         statistics,
         len(references),
@@ -193,6 +209,11 @@ def main(config: TagConfig) -> dict[str, Any]:
     if planner is not None:
         results["accuracy"]["planner"] = round(float(plan_hits.mean()), 4)
         results["accuracy"]["planner_minus_greedy"] = round(float(plan_hits.mean() - hits.mean()), 4)
+        every = np.arange(len(references))
+        for weight in BLEND_WEIGHTS:
+            name = f"blend_{weight:g}"
+            results["accuracy"][name] = round(statistics[name](every), 4)
+            print(f"blend, planner weight {weight:g}: {statistics[name](every):.3f} {shown[name]}")
         print(
             f"planner {plan_hits.mean():.3f} {shown['planner']}, planner - greedy "
             f"{plan_hits.mean() - hits.mean():+.3f} {shown['planner_minus_greedy']}; picks: {results['planner_picks']}"
