@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from app.core.messages import Message
 from app.core.strategies import load_catalogue
 from app.server import Components, ConfigError, build_app, check_config
 from tests.fakes import FakeEngine, FakeTokenizer
+from tests.server_process import ServerProcess
 from tests.tiny_model import write_manifest
 from training.strategy_planner import PlannerConfig, cli, main
 
@@ -171,3 +173,37 @@ def test_server_prefills_the_planners_choice_stateless_and_in_a_session(planner_
             "/v1/chat/completions", json={"model": "fine", "messages": asks, "strategy": "Question"}
         ).json()
         assert body["choices"][0]["message"]["strategy"] == "Question"
+
+
+@pytest.mark.slow
+def test_real_server_serves_the_planners_strategy_through_the_openai_client(
+    tiny_model_repo: Path, planner_folder: Path, tmp_path: Path
+) -> None:
+    """The real server (vLLM on CPU, the tiny random model) with ``strategy_tag: planner``: the reply's strategy is
+    the planner's, stream and non-stream, whatever the random model would have tagged."""
+    import openai
+    import yaml
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_model_repo / "tiny", repo / "fine")
+    manifest = yaml.safe_load((repo / "fine" / "model.yaml").read_text())
+    manifest.update(name="fine", strategy_mode="model", strategy_tag="planner")
+    (repo / "fine" / "model.yaml").write_text(yaml.safe_dump(manifest))
+    shutil.copy(planner_folder / PLANNER_FILE, repo / "fine" / PLANNER_FILE)
+    server = ServerProcess(
+        ["--model-repo", str(repo), "--model", "fine", "--kv-cache-gb", "1"], tmp_path / "server.log"
+    ).start()
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=120)
+        for text, expected in (
+            ("what should i do about my exams", "Providing Suggestions"),
+            ("i feel so sad about the move", "Reflection of feelings"),
+        ):
+            messages = [{"role": "user", "content": text}]
+            reply = client.chat.completions.create(model="fine", messages=messages, max_tokens=8)  # type: ignore[arg-type]
+            assert (reply.choices[0].message.model_extra or {}).get("strategy") == expected
+            stream = client.chat.completions.create(model="fine", messages=messages, max_tokens=8, stream=True)  # type: ignore[arg-type]
+            reported = {(c.choices[0].delta.model_extra or {}).get("strategy") for c in stream if c.choices}
+            assert reported - {None} == {expected}
+    finally:
+        server.stop()
