@@ -12,7 +12,7 @@ stateless request as much as a session (none of them is a tag a client never saw
 
 ``python -m training.strategy_planner`` trains it (on ESConv train by default) and writes ``strategy_planner.npz``
 into a model folder: plain arrays and a JSON report, read back with ``allow_pickle=False`` (no pickled code, no
-n-gram text). Choosing costs well under a millisecond; nothing here logs or keeps text.
+n-gram text). Nothing here logs or keeps text.
 """
 
 from __future__ import annotations
