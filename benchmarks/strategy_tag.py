@@ -147,13 +147,9 @@ def main(config: TagConfig) -> dict[str, Any]:
         greedy.append(guided_greedy(tags, logprobs))
         sampled.append(float(np.exp(sum(logprobs[target.strategy][1]))))
         if planner is not None:
-            planned.append(planner.choose(context_messages(target)))
-            blends.append(
-                {
-                    name: (sum(logprobs[name][0]), float(np.log(p)))
-                    for name, p in planner.probabilities(context_messages(target)).items()
-                }
-            )
+            probs = planner.probabilities(context_messages(target))
+            planned.append(max(probs, key=probs.__getitem__))  # what planner.choose picks
+            blends.append({name: (sum(logprobs[name][0]), float(np.log(p))) for name, p in probs.items()})
         if i % 50 == 0:
             print(f"{i}/{len(targets)} turns", flush=True)
     hits = np.array([g == r for g, r in zip(greedy, references, strict=True)], dtype=float)

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.chat.safety.features import Featurizer, word_ngram_hashes
-from app.chat.strategy_planner import PLANNER_FILE, StrategyPlanner, field_texts
+from app.chat.strategy_planner import PLANNER_FILE, StrategyPlanner, field_texts, word_featurizer
 from app.core.manifest import ManifestError, load_manifest
 from app.core.strategies import load_catalogue
 from training.cli import parse_config
@@ -111,9 +111,7 @@ def fit_featurizers(
     """One word-n-gram featurizer per field, fitted on ``rows``."""
 
     def one(i: int) -> Featurizer:
-        keys, idf = vocabulary(turns.words[i], rows, min_df)
-        empty = np.zeros(0, dtype=np.uint64)
-        return Featurizer(empty, np.zeros(0, dtype=np.float32), keys, idf, char_ngrams=(1, 1), word_ngrams=(1, 2))
+        return word_featurizer(*vocabulary(turns.words[i], rows, min_df))
 
     return one(0), one(1), one(2)
 

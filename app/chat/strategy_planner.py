@@ -146,15 +146,14 @@ class StrategyPlanner:
         return cls(featurizers, coef, intercept, strategies, dict(meta.get("report", {})))
 
 
-def _featurizer(arrays: dict[str, Any], name: str) -> Featurizer:
-    """One field's word-n-gram featurizer from the planner file's arrays (no character block)."""
-    return Featurizer.from_state(
-        {
-            "char_keys": np.zeros(0, dtype=np.uint64),
-            "char_idf": np.zeros(0, dtype=np.float32),
-            "word_keys": arrays[f"{name}_keys"],
-            "word_idf": arrays[f"{name}_idf"],
-            "char_ngrams": [1, 1],
-            "word_ngrams": [1, 2],
-        }
+def word_featurizer(keys: npt.NDArray[np.uint64], idf: npt.NDArray[np.float32]) -> Featurizer:
+    """A featurizer of word 1-2-grams only (no character block): one planner field."""
+    return Featurizer(
+        np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.float32), keys, idf, char_ngrams=(1, 1), word_ngrams=(1, 2)
     )
+
+
+def _featurizer(arrays: dict[str, Any], name: str) -> Featurizer:
+    """One field's featurizer from the planner file's arrays (keys checked sorted and unique)."""
+    state = word_featurizer(arrays[f"{name}_keys"], arrays[f"{name}_idf"]).to_state()
+    return Featurizer.from_state(state)
