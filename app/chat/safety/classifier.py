@@ -91,6 +91,27 @@ def decide(
     return level, categories
 
 
+def decide_rows(
+    level_probs: npt.NDArray[np.floating[Any]], category_probs: npt.NDArray[np.floating[Any]], thresholds: Thresholds
+) -> tuple[RiskLevel, tuple[str, ...]]:
+    """:func:`decide` on each row (the whole text and its pieces), then the :func:`higher` of all rows: the highest
+    level, and the union of the categories of the rows at that level. Vectorised: one call, not one per piece."""
+    high = level_probs[:, 2] >= thresholds.high
+    flagged = level_probs[:, 1] + level_probs[:, 2] >= thresholds.flag
+    rank = np.where(high, 2, np.where(flagged, 1, 0))
+    top = int(rank.max())
+    if top == 0:
+        return RiskLevel.NONE, ()
+    probs = category_probs[rank == top]
+    passed = probs >= np.asarray(thresholds.categories)
+    fallback = ~passed.any(axis=1)  # a row where no category passes takes its most probable one
+    passed[np.flatnonzero(fallback), probs[fallback].argmax(axis=1)] = True
+    chosen = passed.any(axis=0)
+    return (RiskLevel.HIGH if top == 2 else RiskLevel.ELEVATED), tuple(
+        c for c, on in zip(CATEGORIES, chosen.tolist(), strict=True) if on
+    )
+
+
 def higher(a: SafetyResult, b: SafetyResult) -> SafetyResult:
     """The higher of two verdicts on the same message; on a tie above ``none``, the union of their categories."""
     if a.level.rank != b.level.rank:
@@ -123,7 +144,9 @@ class RiskModel:
     def probabilities(self, text: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(P(none), P(elevated), P(high)) and P(category) for the last ``max_chars`` characters of ``text``."""
         indices, values = self.featurizer.transform(prepare(text, self.max_chars))
-        logits = (values @ self.weights[indices] if indices.size else np.zeros(7, np.float32)) + self.bias
+        logits = (
+            values @ np.take(self.weights, indices, axis=0) if indices.size else np.zeros(7, np.float32)
+        ) + self.bias
         logits = logits.astype(np.float64)
         level = logits[:3] - logits[:3].max()
         level_probs = np.exp(level) / np.exp(level).sum()
@@ -137,20 +160,29 @@ class RiskModel:
         starts = piece_starts(norm)
         k = len(starts)
         logits = np.tile(self.bias.astype(np.float64), (k + 1, 1))
-        for piece, indices, counts in self.featurizer.piece_counts(norm, starts):
-            if not indices.size:
-                continue
-            idf = self.featurizer.idf(indices)
-            per_piece = piece_weights(counts, idf, piece, k)
-            whole_idx, whole_inverse = np.unique(indices, return_inverse=True)
-            whole_counts = np.bincount(whole_inverse, weights=counts).astype(np.int64)
-            whole = piece_weights(whole_counts, self.featurizer.idf(whole_idx), np.zeros(whole_idx.size, np.int64), 1)
-            rows = np.concatenate([np.zeros(whole_idx.size, np.int64), piece + 1])  # sorted: whole, then pieces
-            contributions = (
-                np.concatenate([whole, per_piece])[:, None] * self.weights[np.concatenate([whole_idx, indices])]
-            )
-            present, first = np.unique(rows, return_index=True)
-            logits[present] += np.add.reduceat(contributions, first, axis=0)
+        piece, indices, counts = self.featurizer.piece_counts(norm, starts)
+        if indices.size:
+            idf = np.take(self.featurizer.all_idf, indices)
+            # the whole text's counts are the pieces' counts summed per feature (each piece's features ascend, so a
+            # stable sort merges them cheaply); ``inverse`` maps each (piece, feature) to its column
+            order = np.argsort(indices, kind="stable")
+            ordered = indices[order]
+            new = np.concatenate(([True], ordered[1:] != ordered[:-1]))
+            features = ordered[new]
+            inverse = np.empty(indices.size, dtype=np.int64)
+            inverse[order] = np.cumsum(new) - 1
+            whole_idf = np.empty(features.size, dtype=np.float32)
+            whole_idf[inverse] = idf
+            whole_counts = np.bincount(inverse, weights=counts).astype(np.int64)
+            # TF-IDF rows (whole text, then each piece) over the text's features, each block (character, word)
+            # L2-normalised on its own, times the features' weights
+            n_char = self.featurizer.char_keys.size
+            whole_block = (features >= n_char).astype(np.int64)
+            piece_block = 2 * piece + (indices >= n_char)
+            tfidf = np.zeros((k + 1) * features.size, dtype=np.float32)
+            tfidf[: features.size] = piece_weights(whole_counts, whole_idf, whole_block, 2)
+            tfidf[(piece + 1) * features.size + inverse] = piece_weights(counts, idf, piece_block, 2 * k)
+            logits += tfidf.reshape(k + 1, features.size) @ np.take(self.weights, features, axis=0)  # take: 3x [] here
         level = logits[:, :3] - logits[:, :3].max(axis=1, keepdims=True)
         level_probs = np.exp(level) / np.exp(level).sum(axis=1, keepdims=True)
         return level_probs, 1.0 / (1.0 + np.exp(-logits[:, 3:]))
@@ -221,11 +253,8 @@ class LearnedSafetyScreen:
         if len(latest) <= CHUNK_CHARS:
             result = self.model.verdict(latest, language)
         else:  # a long message: judged whole and piece by piece, so one risky sentence is not diluted
-            level_probs, category_probs = self.model.long_text_probabilities(latest)
-            result = SafetyResult(language=language)
-            for i in range(level_probs.shape[0]):
-                level, categories = decide(level_probs[i], category_probs[i], self.model.thresholds)
-                result = higher(result, SafetyResult(level=level, categories=categories, language=language))
+            level, categories = decide_rows(*self.model.long_text_probabilities(latest), self.model.thresholds)
+            result = SafetyResult(level=level, categories=categories, language=language)
         if context and len(latest) < self.model.max_chars:
             window = join_window(context, latest, self.model.max_chars)
             result = higher(result, self.model.verdict(window, language))

@@ -6,11 +6,14 @@ slang, typos and emoji; word n-grams add the English phrase level.
 
 Character and word n-grams alike are identified by a 64-bit polynomial hash of their code points, computed with
 numpy over the whole text at once (word n-grams from prefix hashes of the text, so no n-gram is built as a Python
-string); each vocabulary is the sorted array of the hashes seen at least ``min_df`` times in training, so a lookup
-is one ``searchsorted``. (Two different n-grams share a hash with probability about 2^-64 per pair.) This keeps a
-3,000-character window at a few hundred microseconds, and the artefact holds hashes and weights only, never an
-n-gram's text. Weights are scikit-learn's ``TfidfVectorizer(sublinear_tf=True)`` scheme: ``(1 + ln tf) * idf``
-with ``idf = ln((1 + n) / (1 + df)) + 1``, L2-normalised per block (character, word), blocks side by side.
+string); each vocabulary is the sorted array of the hashes seen at least ``min_df`` times in training, looked up
+through a table in front of it (:class:`HashIndex`: mostly one array read per n-gram, a binary search for the few
+that collide). (Two different n-grams share a hash with probability about 2^-64 per pair.) A long message is scored
+whole and in pieces in one pass (one lookup per n-gram, one small matrix product for all the rows), which keeps a
+3,000-character window around a millisecond on one core (``benchmarks/safety_latency.py``); the artefact holds
+hashes and weights only, never an n-gram's text. Weights are scikit-learn's ``TfidfVectorizer(sublinear_tf=True)``
+scheme: ``(1 + ln tf) * idf`` with ``idf = ln((1 + n) / (1 + df)) + 1``, L2-normalised per block (character, word),
+blocks side by side.
 
 Nothing here logs or keeps text.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -40,6 +44,8 @@ _MULT_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 2**64))
 _SALTS = tuple(np.uint64((0x5BD1E995 * (n + 1) + 0x27D4EB2F165667C5 * n) % 2**64) for n in range(9))
 _WORD_SALTS = (np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
 _PAIR = np.uint64(0xFF51AFD7ED558CCD)
+LOAD = 0.3
+"""At most this share of a :class:`HashIndex` table's slots hold a key."""
 _SENTENCE_END = re.compile(r"[.!?;。！？；…]+\s*")
 
 FloatArray = npt.NDArray[np.float32]
@@ -180,13 +186,53 @@ def word_ngram_hashes(norm: str, ngrams: tuple[int, int] = WORD_NGRAMS) -> tuple
     return np.concatenate(out), np.concatenate(where)
 
 
-def _lookup(keys: HashArray, hashes: HashArray) -> tuple[npt.NDArray[np.bool_], IndexArray]:
-    """For each hash: whether it is in the sorted ``keys``, and its position there (meaningless where not)."""
-    if not keys.size:
-        return np.zeros(hashes.size, dtype=bool), np.zeros(hashes.size, dtype=np.int64)
-    pos = np.searchsorted(keys, hashes)
-    pos[pos >= keys.size] = 0
-    return keys[pos] == hashes, pos.astype(np.int64)
+@dataclass(frozen=True)
+class HashIndex:
+    """Hash -> feature index for a vocabulary of n-gram hashes: a sorted array with a direct-mapped table in front.
+
+    A binary search through the whole vocabulary for every n-gram of a long message was most of its screening time.
+    The table gives each slot to the first key whose top bits (:func:`_home`) point there, so most lookups are one
+    read: the slot holds the hash (found) or is empty (absent). Only a hash whose slot holds another key is looked up
+    by binary search (it may be a key that lost its slot). The answer is exactly the binary search's.
+    """
+
+    keys: HashArray
+    """The vocabulary: sorted, unique."""
+    features: IndexArray
+    """The feature index of each key."""
+    slot_keys: HashArray
+    slot_features: IndexArray
+    """Per slot: the feature index of its key, or -1 when the slot is empty."""
+    bits: int
+
+    @classmethod
+    def build(cls, keys: HashArray, features: IndexArray) -> HashIndex:
+        """``keys`` (unique, any order) and the feature index of each."""
+        order = np.argsort(keys)
+        keys, features = keys[order], features[order].astype(np.int64)
+        bits = max(4, int(np.ceil(np.log2(max(keys.size, 1) / LOAD))))
+        slots, first = np.unique(_home(keys, bits), return_index=True)
+        slot_keys = np.zeros(1 << bits, dtype=np.uint64)
+        slot_features = np.full(1 << bits, -1, dtype=np.int64)
+        slot_keys[slots] = keys[first]
+        slot_features[slots] = features[first]
+        return cls(keys, features, slot_keys, slot_features, bits)
+
+    def find(self, hashes: HashArray) -> IndexArray:
+        """The feature index of each hash, -1 where it is not in the vocabulary."""
+        home = _home(hashes, self.bits)
+        found = np.take(self.slot_features, home)
+        rest = np.flatnonzero((found >= 0) & (np.take(self.slot_keys, home) != hashes))
+        if rest.size:
+            pos = np.searchsorted(self.keys, hashes[rest])
+            pos[pos >= self.keys.size] = 0
+            found[rest] = np.where(self.keys[pos] == hashes[rest], self.features[pos], -1)
+        return found
+
+
+def _home(hashes: HashArray, bits: int) -> IndexArray:
+    """A hash's first slot: its top ``bits`` bits (the hashes end with a multiply, so the top bits are mixed)."""
+    return (hashes >> np.uint64(64 - bits)).astype(np.int64)
 
 
 def _weights(counts: npt.NDArray[Any], idf: FloatArray) -> FloatArray:
@@ -223,38 +269,41 @@ class Featurizer:
     def n_features(self) -> int:
         return int(self.char_keys.size + self.word_keys.size)
 
+    @cached_property
+    def index(self) -> HashIndex:
+        """Both vocabularies in one table: a character n-gram's hash maps to its feature, a word n-gram's hash to
+        its feature past the character block (their hashes are salted apart, so they never meet)."""
+        keys = np.concatenate([self.char_keys, self.word_keys])
+        return HashIndex.build(keys, np.arange(keys.size, dtype=np.int64))
+
+    @cached_property
+    def all_idf(self) -> FloatArray:
+        """IDF of every feature, character block then word block."""
+        return np.concatenate([self.char_idf, self.word_idf]).astype(np.float32)
+
     def transform(self, norm: str) -> tuple[IndexArray, FloatArray]:
         """(feature indices, TF-IDF values) of a text already passed through :func:`prepare`."""
-        indices: list[IndexArray] = []
-        values: list[FloatArray] = []
-        blocks = (
-            (char_ngram_hashes(norm, self.char_ngrams), self.char_keys, self.char_idf, 0),
-            (word_ngram_hashes(norm, self.word_ngrams)[0], self.word_keys, self.word_idf, self.char_keys.size),
-        )
-        for hashes, keys, idf, offset in blocks:
-            if not hashes.size or not keys.size:
-                continue
-            unique, counts = np.unique(hashes, return_counts=True)
-            hit, pos = _lookup(keys, unique)
-            if hit.any():
-                idx = pos[hit]
-                indices.append(idx + offset)
-                values.append(_weights(counts[hit], idf[idx]))
-        if not indices:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        return np.concatenate(indices), np.concatenate(values)
+        words = word_ngram_hashes(norm, self.word_ngrams)[0]
+        found = self.index.find(np.concatenate([char_ngram_hashes(norm, self.char_ngrams), words]))
+        indices, counts = np.unique(found[found >= 0], return_counts=True)
+        split = int(np.searchsorted(indices, self.char_keys.size))  # each block is L2-normalised on its own
+        idf = np.take(self.all_idf, indices)
+        values = np.concatenate([_weights(counts[:split], idf[:split]), _weights(counts[split:], idf[split:])])
+        return indices, values
 
-    def piece_counts(self, norm: str, starts: Sequence[int]) -> tuple[Counts, Counts]:
+    def piece_counts(self, norm: str, starts: Sequence[int]) -> Counts:
         """Raw counts of the known features of each piece of a prepared text, in one vectorised pass.
 
-        Returns ``(piece, feature index, count)`` for the character block and for the word block (word indices
-        offset past the character block). Piece ``i`` is ``norm[starts[i]:starts[i + 1]]``; an n-gram belongs to the
+        Returns ``(piece, feature index, count)``, piece-major with ascending features (so the character block's
+        come before the word block's). Piece ``i`` is ``norm[starts[i]:starts[i + 1]]``; an n-gram belongs to the
         piece it starts in (so a piece sees up to three characters, or a word, past its end), and word bigrams stay
         within a piece. Summed over the pieces, the character counts are exactly those of the whole text.
         """
         codes = np.frombuffer(f" {norm} ".encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
         bounds = np.asarray(starts, dtype=np.int64)
-        hashes, positions = [], []
+        # the piece of the n-gram starting at each position of " norm " (the leading space goes with piece 0)
+        piece_at = np.maximum(np.searchsorted(bounds + 1, np.arange(codes.size), side="right") - 1, 0)
+        hashes, pieces = [], []
         rolling = codes + _ONE
         low, high = self.char_ngrams
         for n in range(1, high + 1):
@@ -262,37 +311,20 @@ class Featurizer:
                 rolling = rolling[:-1] * _MULT + codes[n - 1 :] + _ONE
             if n >= low and rolling.size:
                 hashes.append((rolling + _SALTS[n]) * _MULT)
-                positions.append(np.arange(rolling.size, dtype=np.int64))
-        empty: Counts = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
-        char_counts = empty
-        if hashes and self.char_keys.size:
-            piece = np.maximum(np.searchsorted(bounds + 1, np.concatenate(positions), side="right") - 1, 0)
-            char_counts = _count(self.char_keys, np.concatenate(hashes), piece, 0)
-        word_counts = empty
-        if self.word_keys.size:
-            tokens, token_starts = _token_hashes(norm)
-            if tokens.size:
-                piece = np.searchsorted(bounds, token_starts, side="right") - 1
-                parts, owners = [], []
-                if self.word_ngrams[0] <= 1:
-                    parts.append((tokens + _WORD_SALTS[0]) * _MULT)
-                    owners.append(piece)
-                if self.word_ngrams[1] >= 2 and tokens.size > 1:
-                    same = piece[:-1] == piece[1:]  # bigrams stay within a piece
-                    pairs = (tokens[:-1] * _PAIR + tokens[1:] + _WORD_SALTS[1]) * _MULT
-                    parts.append(pairs[same])
-                    owners.append(piece[:-1][same])
-                word_counts = _count(self.word_keys, np.concatenate(parts), np.concatenate(owners), self.char_keys.size)
-        return char_counts, word_counts
-
-    def idf(self, indices: IndexArray) -> FloatArray:
-        """IDF of feature indices of either block."""
-        n_char = self.char_keys.size
-        out = np.empty(indices.size, dtype=np.float32)
-        is_char = indices < n_char
-        out[is_char] = self.char_idf[indices[is_char]]
-        out[~is_char] = self.word_idf[indices[~is_char] - n_char]
-        return out
+                pieces.append(piece_at[: rolling.size])
+        tokens, token_starts = _token_hashes(norm)
+        if tokens.size:
+            piece = np.searchsorted(bounds, token_starts, side="right") - 1
+            if self.word_ngrams[0] <= 1:
+                hashes.append((tokens + _WORD_SALTS[0]) * _MULT)
+                pieces.append(piece)
+            if self.word_ngrams[1] >= 2 and tokens.size > 1:
+                same = piece[:-1] == piece[1:]  # bigrams stay within a piece
+                hashes.append(((tokens[:-1] * _PAIR + tokens[1:] + _WORD_SALTS[1]) * _MULT)[same])
+                pieces.append(piece[:-1][same])
+        if not hashes:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return _count(self.index, np.concatenate(hashes), np.concatenate(pieces), self.n_features)
 
     def to_state(self) -> dict[str, Any]:
         """Plain arrays, for the artefact (no class of this module gets pickled, and no text)."""
@@ -323,11 +355,16 @@ class Featurizer:
         )
 
 
-def _count(keys: HashArray, hashes: HashArray, piece: IndexArray, offset: int) -> Counts:
-    """(piece, feature index + ``offset``, count) of the hashes found in ``keys``."""
-    unique_h, inverse = np.unique(hashes, return_inverse=True)  # sorted lookups are fast
-    found, pos = _lookup(keys, unique_h)
-    hit = found[inverse]
-    key = piece[hit] * keys.size + pos[inverse][hit]
-    unique, counts = np.unique(key, return_counts=True)
-    return unique // keys.size, unique % keys.size + offset, counts
+def _count(index: HashIndex, hashes: HashArray, piece: IndexArray, n_features: int) -> Counts:
+    """(piece, feature index, count) of the hashes found in the vocabulary, piece-major with ascending features."""
+    feature = index.find(hashes)
+    hit = feature >= 0
+    size = max(n_features, 1)
+    key = piece[hit] * size + feature[hit]
+    if key.size and (int(piece.max()) + 1) * size < 2**31:
+        key = key.astype(np.int32)  # sorts about twice as fast
+    key.sort()
+    first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1]))) if key.size else np.zeros(0, np.int64)
+    counts = np.diff(np.append(first, key.size))
+    unique = key[first].astype(np.int64)
+    return unique // size, unique % size, counts

@@ -1,0 +1,115 @@
+"""The learned screen's feature lookups and long-message scoring: fast paths that must give the plain answers.
+
+``HashIndex`` (a table in front of the sorted vocabulary) must find exactly what a binary search finds; the one-pass
+scoring of a long message must equal scoring each piece (and the whole text) on its own; and the vectorised verdict
+over those rows must equal judging each row and keeping the higher verdict.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from app.chat.safety import RiskLevel, SafetyResult
+from app.chat.safety.classifier import LearnedSafetyScreen, Thresholds, decide, decide_rows, higher
+from app.chat.safety.features import HashIndex, piece_starts, prepare
+
+
+@pytest.fixture(scope="module")
+def screen() -> LearnedSafetyScreen:
+    return LearnedSafetyScreen.load()
+
+
+def _binary_search(keys: np.ndarray, features: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    order = np.argsort(keys)
+    keys, features = keys[order], features[order]
+    pos = np.minimum(np.searchsorted(keys, hashes), max(keys.size - 1, 0))
+    if not keys.size:
+        return np.full(hashes.size, -1)
+    return np.where(keys[pos] == hashes, features[pos], -1)
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 5000])
+def test_hash_index_finds_exactly_what_a_binary_search_finds(size: int) -> None:
+    rng = np.random.default_rng(size)
+    # half the keys crowd into a few homes (same top bits), so slots are contested and the fallback is exercised
+    crowded = (np.uint64(0xABC) << np.uint64(52)) | rng.integers(0, 2**40, size // 2, dtype=np.uint64)
+    keys = np.unique(np.concatenate([crowded, rng.integers(0, 2**63, size - size // 2, dtype=np.uint64)]))
+    features = rng.permutation(keys.size).astype(np.int64)
+    index = HashIndex.build(keys, features)
+    strangers = np.concatenate(
+        [
+            rng.integers(0, 2**63, 3000, dtype=np.uint64),
+            (np.uint64(0xABC) << np.uint64(52)) | rng.integers(0, 2**40, 3000, dtype=np.uint64),  # homes of keys
+        ]
+    )
+    queries = np.concatenate([keys, strangers, keys[::-1]])
+    found = index.find(queries)
+    np.testing.assert_array_equal(found, _binary_search(keys, features, queries))
+    assert (found[: keys.size] == features).all()  # every key is found
+    if size >= 5000:
+        taken = index.slot_features >= 0
+        assert taken.mean() <= 0.3 + 1e-9 and taken.sum() < keys.size  # some keys did lose their slot
+
+
+def test_the_shipped_vocabulary_answers_as_a_binary_search(screen: LearnedSafetyScreen) -> None:
+    featurizer = screen.model.featurizer
+    keys = np.concatenate([featurizer.char_keys, featurizer.word_keys])
+    rng = np.random.default_rng(0)
+    queries = np.concatenate([keys[rng.integers(0, keys.size, 20_000)], rng.integers(0, 2**63, 20_000, np.uint64)])
+    np.testing.assert_array_equal(featurizer.index.find(queries), _binary_search(keys, np.arange(keys.size), queries))
+
+
+def _plain_logits(screen: LearnedSafetyScreen, counts: Counter[int]) -> np.ndarray:
+    """One row's logits, written out: TF-IDF per block, each block L2-normalised, dot the weights."""
+    model = screen.model
+    n_char = model.featurizer.char_keys.size
+    logits = model.bias.astype(np.float64).copy()
+    for block in (True, False):
+        feats = np.array(sorted(f for f in counts if (f < n_char) == block), dtype=np.int64)
+        if not feats.size:
+            continue
+        values = (1 + np.log([counts[f] for f in feats])) * model.featurizer.all_idf[feats]
+        values /= np.sqrt((values**2).sum())
+        logits += values @ model.weights[feats].astype(np.float64)
+    return logits
+
+
+def test_a_long_message_scores_as_its_whole_and_its_pieces_would(screen: LearnedSafetyScreen) -> None:
+    model = screen.model
+    text = (
+        "work ran late again and the bus never came. 我一个人走回家，路上下着雨。 my sister called, we laughed "
+        "about nothing! then i sat in the dark for an hour. honestly i keep thinking i'd be better off gone. "
+    ) * 6
+    norm = prepare(text, model.max_chars)
+    starts = piece_starts(norm)
+    piece, features, counts = model.featurizer.piece_counts(norm, starts)
+    rows: list[Counter[int]] = [Counter() for _ in range(len(starts) + 1)]
+    for p, f, c in zip(piece.tolist(), features.tolist(), counts.tolist(), strict=True):
+        rows[p + 1][f] += c
+        rows[0][f] += c
+    level, categories = model.long_text_probabilities(text)
+    assert level.shape == (len(starts) + 1, 3) and len(starts) >= 5
+    for i, row in enumerate(rows):
+        logits = _plain_logits(screen, row)
+        expected_level = np.exp(logits[:3] - logits[:3].max())
+        np.testing.assert_allclose(level[i], expected_level / expected_level.sum(), atol=1e-5)
+        np.testing.assert_allclose(categories[i], 1 / (1 + np.exp(-logits[3:])), atol=1e-5)
+
+
+def test_the_verdict_over_rows_is_the_higher_of_each_rows_verdict() -> None:
+    rng = np.random.default_rng(1)
+    thresholds = Thresholds(high=0.7, flag=0.6, categories=(0.5, 0.4, 0.3, 0.6))
+    for _ in range(2000):
+        rows = int(rng.integers(1, 6))
+        level = rng.dirichlet([0.6, 0.4, 0.4], size=rows)
+        categories = rng.random((rows, 4)) ** 2
+        expected = SafetyResult()
+        for i in range(rows):
+            lvl, cats = decide(level[i], categories[i], thresholds)
+            expected = higher(expected, SafetyResult(level=lvl, categories=cats))
+        got = decide_rows(level, categories, thresholds)
+        assert got == (expected.level, expected.categories)
+    assert decide_rows(np.array([[1.0, 0.0, 0.0]]), np.zeros((1, 4)), thresholds) == (RiskLevel.NONE, ())
