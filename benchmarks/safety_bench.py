@@ -271,7 +271,8 @@ def long_messages(
     return out
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50, p99, max and mean of timings in microseconds."""
     ordered = sorted(samples)
     return {
         "p50_us": round(ordered[len(ordered) // 2], 1),
@@ -300,8 +301,8 @@ def measure_latency(screen: SafetyScreen, calls: Sequence[tuple[str, Sequence[st
     return {
         "calls": len(wall),
         "mean_chars": round(statistics.fmean(len(t) + sum(map(len, c)) for t, c in calls), 1),
-        "cpu": _percentiles(cpu),
-        "wall": _percentiles(wall),
+        "cpu": percentiles(cpu),
+        "wall": percentiles(wall),
     }
 
 
