@@ -113,3 +113,8 @@ def test_the_verdict_over_rows_is_the_higher_of_each_rows_verdict() -> None:
         got = decide_rows(level, categories, thresholds)
         assert got == (expected.level, expected.categories)
     assert decide_rows(np.array([[1.0, 0.0, 0.0]]), np.zeros((1, 4)), thresholds) == (RiskLevel.NONE, ())
+
+
+def test_the_table_is_built_when_the_screen_loads_not_on_the_first_message() -> None:
+    fresh = LearnedSafetyScreen.load()
+    assert "index" in vars(fresh.model.featurizer)  # cached_property already filled: the first request does not pay

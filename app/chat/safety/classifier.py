@@ -136,6 +136,7 @@ class RiskModel:
         if weights.shape != (featurizer.n_features, len(LEVELS) + len(CATEGORIES)):
             raise ValueError(f"weights have shape {weights.shape}, expected ({featurizer.n_features}, 7)")
         self.featurizer = featurizer
+        _ = featurizer.index  # the lookup table (~40 ms to build): now, not on the first message screened
         self.weights = np.ascontiguousarray(weights, dtype=np.float32)
         self.bias = np.asarray(bias, dtype=np.float32)
         self.thresholds = thresholds
