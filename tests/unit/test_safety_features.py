@@ -118,3 +118,12 @@ def test_the_verdict_over_rows_is_the_higher_of_each_rows_verdict() -> None:
 def test_the_table_is_built_when_the_screen_loads_not_on_the_first_message() -> None:
     fresh = LearnedSafetyScreen.load()
     assert "index" in vars(fresh.model.featurizer)  # cached_property already filled: the first request does not pay
+
+
+def test_a_hash_in_both_vocabularies_is_refused_not_guessed() -> None:
+    from app.chat.safety.features import Featurizer
+
+    shared = np.array([5, 9], dtype=np.uint64)
+    featurizer = Featurizer(shared, np.ones(2, np.float32), np.array([9, 11], np.uint64), np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="share a hash"):
+        featurizer.transform("anything")

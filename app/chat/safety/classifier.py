@@ -183,7 +183,8 @@ class RiskModel:
             tfidf = np.zeros((k + 1) * features.size, dtype=np.float32)
             tfidf[: features.size] = piece_weights(whole_counts, whole_idf, whole_block, 2)
             tfidf[(piece + 1) * features.size + inverse] = piece_weights(counts, idf, piece_block, 2 * k)
-            logits += tfidf.reshape(k + 1, features.size) @ np.take(self.weights, features, axis=0)  # take: 3x [] here
+            rows = np.take(self.weights, features, axis=0)  # np.take: about 3x faster than [] for a row gather
+            logits += tfidf.reshape(k + 1, features.size) @ rows
         level = logits[:, :3] - logits[:, :3].max(axis=1, keepdims=True)
         level_probs = np.exp(level) / np.exp(level).sum(axis=1, keepdims=True)
         return level_probs, 1.0 / (1.0 + np.exp(-logits[:, 3:]))

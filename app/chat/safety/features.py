@@ -272,8 +272,11 @@ class Featurizer:
     @cached_property
     def index(self) -> HashIndex:
         """Both vocabularies in one table: a character n-gram's hash maps to its feature, a word n-gram's hash to
-        its feature past the character block (their hashes are salted apart, so they never meet)."""
+        its feature past the character block. Their hashes are salted apart, so a hash in both blocks would be a
+        64-bit collision; it is refused (ValueError) rather than looked up as either."""
         keys = np.concatenate([self.char_keys, self.word_keys])
+        if np.unique(keys).size != keys.size:
+            raise ValueError("a character n-gram and a word n-gram share a hash; refit the vocabulary")
         return HashIndex.build(keys, np.arange(keys.size, dtype=np.int64))
 
     @cached_property
