@@ -25,7 +25,6 @@ Results: ``benchmarks/results/safety_latency.json`` with the git SHA, date, mach
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from benchmarks.safety_bench import (  # noqa: E402
     percentiles,
 )
 from training.cli import parse_config  # noqa: E402
+from training.sft import sha256_file  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "safety_latency_worker.py"
 ARTEFACT = Path("app/chat/safety/model/risk_classifier.joblib")
@@ -107,10 +107,6 @@ def run_worker(root: Path, calls: Path, out: Path, passes: int) -> dict[str, Any
     return result
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(config: LatencyConfig) -> int:
     started = provenance()
     sets = calls_by_set(config.sets)
@@ -135,7 +131,7 @@ def main(config: LatencyConfig) -> int:
                     samples[side][name]["cpu_us"].extend(timing["cpu_us"])
                     verdicts.setdefault(side, {})[name] = timing["verdicts"]
             print(f"round {i + 1}/{config.rounds} done", flush=True)
-        artefacts = {side: _sha256(roots[side] / ARTEFACT) for side in SIDES}
+        artefacts = {side: sha256_file(roots[side] / ARTEFACT) for side in SIDES}
 
     same_artefact = artefacts["baseline"] == artefacts["current"]
     report: dict[str, Any] = {}

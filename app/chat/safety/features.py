@@ -207,9 +207,11 @@ class HashIndex:
 
     @classmethod
     def build(cls, keys: HashArray, features: IndexArray) -> HashIndex:
-        """``keys`` (unique, any order) and the feature index of each."""
+        """``keys`` (any order) and the feature index of each; ValueError when a hash appears twice."""
         order = np.argsort(keys)
         keys, features = keys[order], features[order].astype(np.int64)
+        if keys.size > 1 and bool(np.any(keys[1:] == keys[:-1])):
+            raise ValueError("two vocabulary entries share a hash; refit the vocabulary")
         bits = max(4, int(np.ceil(np.log2(max(keys.size, 1) / LOAD))))
         slots, first = np.unique(_home(keys, bits), return_index=True)
         slot_keys = np.zeros(1 << bits, dtype=np.uint64)
@@ -275,8 +277,6 @@ class Featurizer:
         its feature past the character block. Their hashes are salted apart, so a hash in both blocks would be a
         64-bit collision; it is refused (ValueError) rather than looked up as either."""
         keys = np.concatenate([self.char_keys, self.word_keys])
-        if np.unique(keys).size != keys.size:
-            raise ValueError("a character n-gram and a word n-gram share a hash; refit the vocabulary")
         return HashIndex.build(keys, np.arange(keys.size, dtype=np.int64))
 
     @cached_property
@@ -286,8 +286,10 @@ class Featurizer:
 
     def transform(self, norm: str) -> tuple[IndexArray, FloatArray]:
         """(feature indices, TF-IDF values) of a text already passed through :func:`prepare`."""
-        words = word_ngram_hashes(norm, self.word_ngrams)[0]
-        found = self.index.find(np.concatenate([char_ngram_hashes(norm, self.char_ngrams), words]))
+        blocks = [char_ngram_hashes(norm, self.char_ngrams)] if self.char_keys.size else []
+        if self.word_keys.size:  # (a block with no vocabulary, like the planner's character block, is not hashed)
+            blocks.append(word_ngram_hashes(norm, self.word_ngrams)[0])
+        found = self.index.find(np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.uint64))
         indices, counts = np.unique(found[found >= 0], return_counts=True)
         split = int(np.searchsorted(indices, self.char_keys.size))  # each block is L2-normalised on its own
         idf = np.take(self.all_idf, indices)
