@@ -56,15 +56,25 @@ class ServerProcess:
         return f"{self.root_url}/v1"
 
     def start(self, timeout: float = 600.0) -> ServerProcess:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", *self.args],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=self.new_session,
-        )
+        """Launch the process and wait until ``/ready`` answers 200 (RuntimeError with the log's tail if not)."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> ServerProcess:
+        """Start the process and return at once; :meth:`wait_ready` waits for it to serve."""
+        with self.log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app", *self.args],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=self.new_session,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 600.0) -> ServerProcess:
+        """Until ``/ready`` answers 200; RuntimeError with the log's tail if the process exits or ``timeout`` passes."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -26,13 +26,17 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
+STREAM_TOKENS = 8000
 BODY = {
     "model": TINY_MODEL,
     "messages": [{"role": "user", "content": "stay with me"}],
     "stream": True,
-    "max_tokens": 8000,
+    "max_tokens": STREAM_TOKENS,
     "ignore_eos": True,
 }
+GROUP_STREAM_TOKENS = 3000
+"""The group-signal tests need the stream in flight only when the signal lands (just after its first line) and
+then read it to the end, with no HTTP check in between: ~8-25 s of stream instead of the 8,000 tokens' 20-60 s."""
 FINISH_GRACE_S = 300
 """Drain grace of the tests whose stream must finish normally: the 8,000 tokens take ~20 s on an AVX512-BF16 CPU and
 63 s on an AVX2-only one (float32); a 60 s grace cut them there (``left_in_flight=1``, ``outcome: aborted``)."""
@@ -113,9 +117,10 @@ def group_server(
 
 
 @contextlib.contextmanager
-def in_flight_stream(server: ServerProcess) -> Iterator[Iterator[str]]:
+def in_flight_stream(server: ServerProcess, max_tokens: int = STREAM_TOKENS) -> Iterator[Iterator[str]]:
     """A long streamed reply that has started: its remaining lines."""
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=BODY, timeout=120) as resp:
+    body = {**BODY, "max_tokens": max_tokens}
+    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=120) as resp:
         lines = resp.iter_lines()
         next(lines)
         yield lines
@@ -163,7 +168,7 @@ def test_group_signal_drains_in_flight_streams_then_everything_exits(
     the server exits 0, and no engine process outlives it. (What /ready and new requests get while a server drains
     is checked above; here it is the engine processes that are on trial.)"""
     with group_server(long_model_repo, tmp_path / "group.log", grace_s=FINISH_GRACE_S) as (server, proc, engine):
-        with in_flight_stream(server) as lines:
+        with in_flight_stream(server, GROUP_STREAM_TOKENS) as lines:
             os.killpg(proc.pid, sig)
             wait_for_drain_start(server)
             rest = read_rest(lines)
