@@ -377,6 +377,7 @@ class RedisSessionStore:
             except _UNREACHABLE:
                 uncertain = False  # refused: nothing reached Redis (a dropped reply was already retried once)
                 raise
+            raise_if_cancelled()  # (with ``uncertain`` still set: a lock this reply granted is given back)
             answered, uncertain = True, False
             return None if int(reply[0]) == 0 else list(reply[1:])
 
@@ -599,6 +600,19 @@ class RedisSessionStore:
                     self._on_op(op, time.perf_counter() - start, ok)
                 except Exception:
                     log.warning("session_store_observer_failed", op=op, exc_info=True)
+
+
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if this task was cancelled while a Redis call finished.
+
+    Python 3.11's ``asyncio.wait_for``, which redis-py awaits its replies through, returns the reply and drops the
+    cancellation when both land in the same loop turn (fixed in 3.12): a client gone while its turn waits for a busy
+    session lock would otherwise keep polling, and could take the lock, for the whole wait. The dropped request
+    still counts in ``Task.cancelling()``.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _ms(seconds: float) -> int:
