@@ -32,6 +32,10 @@ def launch_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
+PORT_RETRIES = 2
+"""How many times :meth:`ServerProcess.wait_ready` loads a server again on a fresh port when its port was taken."""
+
+
 class ServerProcess:
     """One ``python -m app`` process with its log captured to a file."""
 
@@ -41,11 +45,15 @@ class ServerProcess:
         """``new_session``: start the server in its own session and process group (as a service manager or a shell
         does), so that a test can signal the whole group with ``os.killpg(server.proc.pid, sig)``."""
         self.port = free_port()
-        self.args = [*args, "--host", "127.0.0.1", "--port", str(self.port), "--log-format", "json"]
+        self.base_args = args
         self.log_path = log_path
         self.env = launch_environment(env)
         self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def args(self) -> list[str]:
+        return [*self.base_args, "--host", "127.0.0.1", "--port", str(self.port), "--log-format", "json"]
 
     @property
     def root_url(self) -> str:
@@ -76,8 +84,16 @@ class ServerProcess:
         """Until ``/ready`` answers 200; RuntimeError with the log's tail if the process exits or ``timeout`` passes."""
         assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
+        rebinds = PORT_RETRIES
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if rebinds and "address already in use" in self.log_tail():
+                    # The port was free when chosen, and something (another server's engine, say) took it before
+                    # this server bound it, minutes later: load again on a fresh port.
+                    rebinds -= 1
+                    self.port = free_port()
+                    self.launch()
+                    continue
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(f"{self.root_url}/ready", timeout=2).status_code == 200:
