@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.server_process import REPO_ROOT, ServerProcess
 from tests.tiny_model import build_tiny_llama, write_manifest
@@ -65,16 +62,6 @@ def smol_server_process(logs: Path) -> ServerProcess:
     )
 
 
-def redis_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def shared_servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
     """Launch every shared server that a collected test uses as soon as the run starts, without waiting for it.
@@ -85,7 +72,7 @@ def shared_servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     A server whose prerequisite is missing (no Redis) is not launched here: its fixture starts it, and skips or
     fails, as before.
     """
-    from tests.integration.redis_fixtures import DEFAULT_TEST_REDIS_URL  # here: a plugin (pytest_plugins) by now
+    from tests.integration.redis_fixtures import configured_redis_url, ping_error  # a plugin (pytest_plugins) by now
 
     used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     launched: Launched = {}
@@ -94,17 +81,16 @@ def shared_servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         repo = request.getfixturevalue("tiny_model_repo")
         if "tiny_server" in used:
             launched["tiny_server"] = tiny_server_process(repo, logs).launch()
-        url = os.environ.get("SWEETIE_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
-        if "session_server" in used and redis_answers(url):
+        url = configured_redis_url()
+        if "session_server" in used and ping_error(url) is None:
             launched["session_server"] = session_server_process(repo, url, logs).launch()
     if "smol_server" in used:
         launched["smol_server"] = smol_server_process(logs).launch()
     yield launched
     for server in launched.values():  # signal all, then wait: they shut down side by side
-        if server.proc is not None and server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGTERM)
+        server.terminate()
     for server in launched.values():
-        server.stop()
+        server.wait_stopped()
 
 
 def ready(launched: Launched, name: str, make: Callable[[], ServerProcess]) -> ServerProcess:

@@ -111,9 +111,19 @@ class ServerProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self, timeout: float = 60.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM, then wait for the exit (a kill after ``timeout``); the exit code, None if never launched."""
+        self.terminate()
+        return self.wait_stopped(timeout)
+
+    def terminate(self) -> None:
+        """Send SIGTERM if the process runs (it drains and exits); :meth:`wait_stopped` waits for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 60.0) -> int | None:
+        """Wait for the exit; after ``timeout``, kill it (and its process group, if it has its own)."""
+        if self.proc is None:
+            return None
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

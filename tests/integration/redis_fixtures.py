@@ -32,6 +32,8 @@ _NO_RETRY = Retry(NoBackoff(), 0)  # probes answer at once; redis-py's default w
 __all__ = [
     "DEFAULT_TEST_REDIS_URL",
     "RedisServer",
+    "configured_redis_url",
+    "ping_error",
     "redis_key_prefix",
     "redis_server_factory",
     "redis_url",
@@ -46,20 +48,33 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """URL of a reachable test Redis; skips (or fails under CI=true) when it does not answer PING."""
-    url = os.environ.get("SWEETIE_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+def configured_redis_url() -> str:
+    """The test Redis's URL: ``SWEETIE_TEST_REDIS_URL``, default ``redis://127.0.0.1:6379/15``."""
+    return os.environ.get("SWEETIE_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+
+
+def ping_error(url: str) -> str | None:
+    """None when the Redis at ``url`` answers PING, else the error's type name."""
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=_NO_RETRY)
     try:
         client.ping()
+        return None
     except redis.RedisError as exc:
-        skip_or_fail(
-            f"no Redis answering at SWEETIE_TEST_REDIS_URL={url} ({type(exc).__name__}); start one with "
-            "`redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`"
-        )
+        return type(exc).__name__
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of a reachable test Redis; skips (or fails under CI=true) when it does not answer PING."""
+    url = configured_redis_url()
+    error = ping_error(url)
+    if error is not None:
+        skip_or_fail(
+            f"no Redis answering at SWEETIE_TEST_REDIS_URL={url} ({error}); start one with "
+            "`redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`"
+        )
     return url
 
 
