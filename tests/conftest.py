@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +12,13 @@ from tests.server_process import REPO_ROOT, ServerProcess
 from tests.tiny_model import build_tiny_llama, write_manifest
 
 pytest_plugins = ["tests.integration.redis_fixtures"]
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # A shell starts a background job (`cmd &` without job control, as CI runners and nohup'd runs do) with SIGINT
+    # ignored, and a child inherits that: the servers and scripts these tests start would then ignore the Ctrl-C the
+    # tests send their process groups (bash cannot even trap a signal ignored on entry), and the drain and fleet
+    # tests fail for the launcher's sake. A handler, unlike SIG_IGN, is reset to the default in a child at exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY_MODEL = "tiny"
 TINY_MAX_LEN = 4096
