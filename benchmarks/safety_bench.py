@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:  # allow `python benchmarks/safety_bench.py` witho
 from app.chat.safety import CATEGORIES, LexicalSafetyScreen, RiskLevel, SafetyResult, SafetyScreen  # noqa: E402
 from benchmarks.results_file import provenance  # noqa: E402
 from training.cli import parse_config  # noqa: E402
+from training.safety_classifier import LEVEL_INDEX, level_cost  # noqa: E402
 
 SETS_DIR = Path(__file__).resolve().parent / "safety"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "safety.json"
@@ -212,6 +213,7 @@ def figures(
             "elevated_as_high": _figure([r.level is RiskLevel.HIGH for r in elevated], rng, resamples),
             "hard_negative_fpr": _figure([r.flagged for r in hard], rng, resamples),
             "none_fpr": _figure([r.flagged for r in none], rng, resamples),
+            "level_cost": _level_cost(rows),
             "category_recall": {},
         }
         for cat in CATEGORIES:
@@ -222,6 +224,16 @@ def figures(
     report = block(pairs)
     report["by_language"] = {lang: block([(ex, r) for ex, r in pairs if ex.language == lang]) for lang in ("en", "zh")}
     return report
+
+
+def _level_cost(rows: Sequence[tuple[Example, SafetyResult]]) -> float | None:
+    """The training objective's cost of these verdicts (``training.safety_classifier.COSTS``: a missed high costs 10,
+    high judged elevated 3, ..., as rates within each true level): one number to compare two screens by."""
+    if not rows:
+        return None
+    truth = np.array([LEVEL_INDEX[ex.level.value] for ex, _ in rows])
+    predicted = np.array([LEVEL_INDEX[r.level.value] for _, r in rows])
+    return round(level_cost(truth, predicted), 4)
 
 
 def misclassified(screen: SafetyScreen, examples: Sequence[Example]) -> list[dict[str, Any]]:
@@ -360,6 +372,7 @@ def print_set(name: str, report: dict[str, Any], targets: list[dict[str, Any]]) 
             print(f"    {label:<34}{_fmt(block[key]):<36}{mark}")
         for cat in CATEGORIES:
             print(f"    {'recall, ' + cat:<34}{_fmt(block['category_recall'][cat])}")
+        print(f"    {'level cost (training weights)':<34}{block['level_cost']}")
 
 
 def print_latency(latency: dict[str, dict[str, Any]]) -> None:

@@ -442,6 +442,42 @@ def test_regression_set_has_the_promised_shape() -> None:
     assert len({ex.text for ex in examples}) == len(examples)
 
 
+def test_dev2_is_held_out_contrast_pairs() -> None:
+    """dev2 (benchmarks/safety/DEV2_README.md): two members per pair with different levels, both languages, every
+    level; the benchmark refuses to list its errors, like dev and test."""
+    import json
+
+    rows = [json.loads(line) for line in (REPO_ROOT / "benchmarks" / "safety" / "dev2.jsonl").read_text().splitlines()]
+    examples = _bench().load_set("dev2")
+    assert len(examples) == len(rows) >= 600
+    members: dict[str, set[str]] = {}
+    for row in rows:
+        members.setdefault(row["pair"], set()).add(row["level"])
+    assert all(len(levels) == 2 for levels in members.values())
+    assert sum(len(levels) for levels in members.values()) == len(rows)
+    for lang in ("en", "zh"):
+        assert {ex.level for ex in examples if ex.language == lang} == set(RiskLevel)
+    with pytest.raises(ValueError, match="held out"):
+        _bench().BenchConfig(errors="dev2")
+
+
+def test_level_cost_weighs_a_missed_high_most() -> None:
+    """The benchmark's one-number comparison: 0 when every level is right; a missed high costs 10, a high judged
+    elevated 3, a none judged high 4 (rates within each true level, so the weights are comparable across sets)."""
+    bench = _bench()
+
+    def example(level: RiskLevel) -> object:
+        return bench.Example("x", (), "en", level, ("suicide",) if level is not RiskLevel.NONE else (), "g")
+
+    truth = [RiskLevel.HIGH, RiskLevel.HIGH, RiskLevel.NONE, RiskLevel.NONE]
+    right = [SafetyResult(level=level) for level in truth]
+    assert bench.figures([example(lv) for lv in truth], right, resamples=5)["level_cost"] == 0.0
+    wrong = [SafetyResult(level=RiskLevel.NONE), SafetyResult(level=RiskLevel.ELEVATED), *right[2:3]]
+    wrong.append(SafetyResult(level=RiskLevel.HIGH))
+    cost = bench.figures([example(lv) for lv in truth], wrong, resamples=5)["level_cost"]
+    assert cost == pytest.approx(0.5 * 10 + 0.5 * 3 + 0.5 * 4)
+
+
 def test_default_screen_holds_its_regression_level() -> None:
     """The learned screen on the regression set, as `python benchmarks/safety_bench.py --sets regression` prints it.
 
