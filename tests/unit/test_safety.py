@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from app.chat.safety import (
@@ -476,6 +477,39 @@ def test_level_cost_weighs_a_missed_high_most() -> None:
     wrong.append(SafetyResult(level=RiskLevel.HIGH))
     cost = bench.figures([example(lv) for lv in truth], wrong, resamples=5)["level_cost"]
     assert cost == pytest.approx(0.5 * 10 + 0.5 * 3 + 0.5 * 4)
+
+
+def test_ranking_benchmark_scores_risk_above_its_look_alikes() -> None:
+    """benchmarks/safety_ranking.py: AUCs before any threshold (1 when every positive outranks every negative, 0.5
+    for ties); on the shipped model a plain risky message outranks the idiom that shares its words."""
+    from app.chat.safety.classifier import LearnedSafetyScreen
+
+    spec = importlib.util.spec_from_file_location(
+        "safety_ranking_under_test", REPO_ROOT / "benchmarks" / "safety_ranking.py"
+    )
+    assert spec is not None and spec.loader is not None
+    ranking = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = ranking  # its dataclasses look their module up there
+    spec.loader.exec_module(ranking)
+    assert ranking.auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
+    assert ranking.auc(np.array([0.1]), np.array([0.9])) == 0.0
+    assert ranking.auc(np.array([0.5]), np.array([0.5])) == 0.5
+    assert ranking.auc(np.array([]), np.array([0.5])) is None
+    bench = _bench()
+    examples = [
+        bench.Example(
+            "i have the pills saved up and tonight i'm taking all of them", (), "en", HIGH, ("suicide",), "x"
+        ),
+        bench.Example(
+            "i'm so tired of everything, i wish i could just disappear", (), "en", ELEVATED, ("suicide",), "x"
+        ),
+        bench.Example("this spreadsheet is killing me lol", (), "en", NONE, (), "neg.hyperbole"),
+        bench.Example("我今晚就吞了攒的那些药", (), "zh", HIGH, ("suicide",), "x"),
+        bench.Example("笑死我了，这游戏太难了", (), "zh", NONE, (), "neg.gaming"),
+    ]
+    report = ranking.ranking(LearnedSafetyScreen.load().model, examples)
+    assert report["all"]["flagged"] == 1.0 and report["all"]["high"] == 1.0
+    assert report["zh"]["high_vs_elevated"] is None  # no elevated item in Chinese
 
 
 def test_default_screen_holds_its_regression_level() -> None:

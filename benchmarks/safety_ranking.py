@@ -1,0 +1,133 @@
+"""How well learned risk classifiers rank risk, before any threshold: ROC AUCs per set, artefacts side by side.
+
+How to run (from the repository root):
+
+    python benchmarks/safety_ranking.py          # the shipped artefact on dev, dev2 and the regression set
+    python benchmarks/safety_ranking.py --models shipped /tmp/candidate.joblib --names shipped candidate
+
+``safety_bench.py`` measures a screen at its thresholds. Two artefacts can differ there because one ranks messages
+better or only because cross-validation put its thresholds elsewhere; this script separates the two. Per item it takes
+the scores the screen decides from: P(elevated) + P(high) and P(high), the highest over the latest message (its
+sentence-aligned pieces too when it is long) and, with context, the window of recent messages. Per set and language:
+
+* flagged: AUC of P(elevated) + P(high), risky items against hard negatives (``level == none``, group ``neg.*``);
+* high: AUC of P(high), high items against hard negatives;
+* high vs elevated: AUC of P(high), high items against elevated ones.
+
+An AUC is the chance that a random positive scores above a random negative (ties count half). Results go to
+``benchmarks/results/safety_ranking.json`` (git SHA, date, machine, each artefact's sha256). The final test set is not
+in the default sets: report it once per shipped version with ``safety_bench.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, RiskModel  # noqa: E402
+from app.chat.safety.features import CHUNK_CHARS, join_window  # noqa: E402
+from benchmarks.results_file import provenance, write_results  # noqa: E402
+from benchmarks.safety_bench import Example, load_set  # noqa: E402
+from training.cli import parse_config  # noqa: E402
+
+
+@dataclass
+class RankingConfig:
+    """Command-line options."""
+
+    models: list[str] = field(
+        default_factory=lambda: ["shipped"], metadata={"help": "artefacts (.joblib), or 'shipped' for the default one"}
+    )
+    names: list[str] | None = field(default=None, metadata={"help": "a label per model (default: the file stem)"})
+    sets: list[str] = field(
+        default_factory=lambda: ["dev", "dev2", "regression"],
+        metadata={"help": "set names (benchmarks/safety/NAME.jsonl) or paths to .jsonl files"},
+    )
+    out: str = field(default="safety_ranking", metadata={"help": "results name (benchmarks/results/NAME.json)"})
+
+    def __post_init__(self) -> None:
+        if self.names is not None and len(self.names) != len(self.models):
+            raise ValueError(f"names: give one per model ({len(self.models)}), got {len(self.names)}")
+
+
+def auc(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.float64]) -> float | None:
+    """Chance that a random positive scores above a random negative (ties half); None when a side is empty."""
+    if positive.size == 0 or negative.size == 0:
+        return None
+    pos, neg = positive[:, None], negative[None, :]
+    return round(float(np.mean((pos > neg) + 0.5 * (pos == neg))), 4)
+
+
+def scores(model: RiskModel, example: Example) -> tuple[float, float]:
+    """(P(elevated) + P(high), P(high)), each the highest over what the screen judges for this item."""
+    latest = example.text[-2 * model.max_chars :]
+    if len(latest) <= CHUNK_CHARS:
+        rows = model.probabilities(latest)[0][None, :]
+    else:
+        rows = model.long_text_probabilities(latest)[0]
+    if example.context and len(latest) < model.max_chars:
+        window = model.probabilities(join_window(example.context, latest, model.max_chars))[0]
+        rows = np.vstack([rows, window])
+    return float((rows[:, 1] + rows[:, 2]).max()), float(rows[:, 2].max())
+
+
+def ranking(model: RiskModel, examples: Sequence[Example]) -> dict[str, Any]:
+    """The three AUCs, overall and per language."""
+    scored = np.array([scores(model, ex) for ex in examples])
+    level = np.array([ex.level.value for ex in examples])
+    hard = np.array([ex.hard_negative for ex in examples])
+    language = np.array([ex.language for ex in examples])
+
+    def block(rows: npt.NDArray[np.bool_]) -> dict[str, float | None]:
+        flag, high = scored[rows, 0], scored[rows, 1]
+        lv, hn = level[rows], hard[rows]
+        return {
+            "flagged": auc(flag[lv != "none"], flag[hn]),
+            "high": auc(high[lv == "high"], high[hn]),
+            "high_vs_elevated": auc(high[lv == "high"], high[lv == "elevated"]),
+        }
+
+    everything = np.ones(len(examples), dtype=bool)
+    return {"all": block(everything), **{lang: block(language == lang) for lang in ("en", "zh")}}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(config: RankingConfig) -> int:
+    started = provenance()
+    paths = [DEFAULT_MODEL_PATH if m == "shipped" else Path(m) for m in config.models]
+    names = config.names or ["shipped" if m == "shipped" else Path(m).stem for m in config.models]
+    models = {name: LearnedSafetyScreen.load(path).model for name, path in zip(names, paths, strict=True)}
+    sets = {name: load_set(name) for name in config.sets}
+    results: dict[str, Any] = {
+        "models": {name: {"path": str(path), "sha256": _sha256(path)} for name, path in zip(names, paths, strict=True)},
+        "sets": {},
+    }
+    print(f"{'set':<12}{'model':<16}{'scope':<6}{'flagged':>9}{'high':>9}{'high vs elevated':>18}")
+    for set_name, examples in sets.items():
+        results["sets"][set_name] = {}
+        for name, model in models.items():
+            report = ranking(model, examples)
+            results["sets"][set_name][name] = report
+            for scope, figures in report.items():
+                cells = [f"{figures[k]:.3f}" if figures[k] is not None else "n/a" for k in figures]
+                print(f"{set_name:<12}{name:<16}{scope:<6}{cells[0]:>9}{cells[1]:>9}{cells[2]:>18}")
+    write_results(config.out, started, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_config(RankingConfig, None, __doc__.split("\n")[0], "python benchmarks/safety_ranking.py")))
