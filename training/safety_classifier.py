@@ -29,7 +29,8 @@ Procedure:
    the higher wins). The level thresholds minimise a cost over the risky items and the hard negatives that makes a
    missed crisis expensive (per true class: high->none 10, high->elevated 3, elevated->none 3, none->high 4,
    none->elevated 2, elevated->high 1) among the thresholds that keep: the false-positive rate on hard negatives
-   at most ``max_hard_negative_fpr``; the share of real ordinary chat (ESConv turns, alone and with context)
+   at most ``max_hard_negative_fpr`` (measured without the seed files ``cap_exclude_seeds`` names); the share
+   of real ordinary chat (ESConv turns, alone and with context)
    judged high at most ``max_ordinary_high`` and flagged at most ``max_ordinary_flagged`` (a high verdict
    replaces the reply, so a false one costs a person their reply); and, as a looser guard, the same shares of the
    hand-written ordinary chat (``neg.ordinary``, per language) under ``max_written_ordinary_high`` and
@@ -55,6 +56,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,6 +84,9 @@ from training.safety_data import (
     esconv_left_out,
     esconv_message,
     esconv_negatives,
+    load_seeds,
+    load_slots,
+    load_taxonomy,
     read_corpus,
     seed_key,
 )
@@ -155,6 +160,13 @@ class SafetyClassifierConfig:
         default=0.10,
         metadata={"help": "level thresholds keep the CV share of hand-written ordinary chat flagged at most this"},
     )
+    cap_exclude_seeds: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "seed-file globs (e.g. 'pairs_*.yaml') whose hard negatives --max_hard_negative_fpr does not "
+            "count: negatives written to look risky would otherwise raise the thresholds; they still count in the cost"
+        },
+    )
     oof_out: Path | None = field(
         default=None, metadata={"help": "also save the out-of-fold level probabilities here (.npz), for analysis"}
     )
@@ -204,10 +216,16 @@ class Docs:
     groups: list[str]
     hashes: list[npt.NDArray[np.uint64]]
     words: list[npt.NDArray[np.uint64]]
+    cap_exclude: tuple[str, ...] = ()
+    """Seed-file globs whose hard negatives the false-positive cap leaves out (they still count in the cost)."""
+    seed_files: dict[str, str] = field(default_factory=dict)
+    """Seed key (:func:`seed_key`) -> seed file, for seeds in ``cap_exclude`` files (:func:`excluded_seed_files`)."""
     conv: npt.NDArray[np.bool_] = field(init=False)
     """Items judged with context (window and latest alone)."""
     hard: npt.NDArray[np.bool_] = field(init=False)
     """Hard negatives: corpus ``neg.*`` groups other than ordinary chat."""
+    capped_hard: npt.NDArray[np.bool_] = field(init=False)
+    """The hard negatives the false-positive cap is measured on (all, less those from ``cap_exclude`` seed files)."""
     corpus: npt.NDArray[np.bool_] = field(init=False)
     """Items of the corpus (not ESConv)."""
     ordinary_item: npt.NDArray[np.bool_] = field(init=False)
@@ -226,6 +244,9 @@ class Docs:
         self.scored = ~self.mixed
         self.conv = np.array([d is not None for d in self.latest], dtype=bool)
         self.hard = none & np.array([g.startswith("neg.") and g not in ORDINARY_GROUPS for g in groups], dtype=bool)
+        files = [self.seed_files.get(seed_key(it["id"]), "") for it in self.items]
+        excluded = [any(fnmatch(name, glob) for glob in self.cap_exclude) for name in files]
+        self.capped_hard = self.hard & ~np.array(excluded, dtype=bool)
         self.corpus = np.array([g != ESCONV_GROUP for g in groups], dtype=bool) & ~self.mixed
         self.ordinary_item = np.array([g in ORDINARY_GROUPS for g in groups], dtype=bool)
         self.ordinary = {}
@@ -241,7 +262,9 @@ class Docs:
             self.ordinary["esconv_context"] = Ordinary.of([i for i, _ in every], [k for _, k in every])
 
     @classmethod
-    def from_items(cls, items: list[dict[str, Any]]) -> Docs:
+    def from_items(
+        cls, items: list[dict[str, Any]], cap_exclude: Sequence[str] = (), seed_files: dict[str, str] | None = None
+    ) -> Docs:
         window = [
             prepare(join_window(it["context"], it["text"])) if it["context"] else prepare(it["text"]) for it in items
         ]
@@ -251,7 +274,7 @@ class Docs:
         hashes = [np.unique(_char_hashes(doc)) for doc in window]
         words = [np.unique(_word_hashes(doc)[0]) for doc in window]
         groups = [seed_key(it.get("mixed_from", it["id"])) for it in items]  # a mixed item goes with its seed
-        return cls(items, window, latest, y_level, y_cats, groups, hashes, words)
+        return cls(items, window, latest, y_level, y_cats, groups, hashes, words, tuple(cap_exclude), seed_files or {})
 
 
 @dataclass(frozen=True)
@@ -331,6 +354,19 @@ def vocabulary(
     keys, df = np.unique(np.concatenate([per_doc[i] for i in rows] or [np.zeros(0, np.uint64)]), return_counts=True)
     keep = df >= min_df
     return keys[keep].astype(np.uint64), (np.log((1 + n) / (1 + df[keep])) + 1).astype(np.float32)
+
+
+def excluded_seed_files(globs: Sequence[str]) -> dict[str, str]:
+    """Seed key -> seed file name, for the seeds in files matching ``globs`` (the seeds folder the corpus was built
+    from); ValueError when a glob matches no seed file, so a typo cannot silently leave the cap unchanged."""
+    if not globs:
+        return {}
+    seeds = load_seeds(load_taxonomy(), load_slots()).seeds
+    names = {seed.key: Path(seed.where.rsplit(":", 1)[0]).name for seed in seeds}
+    for glob in globs:
+        if not any(fnmatch(name, glob) for name in names.values()):
+            raise ValueError(f"cap_exclude_seeds: {glob!r} matches no seed file in the seeds folder")
+    return {key: name for key, name in names.items() if any(fnmatch(name, glob) for glob in globs)}
 
 
 def fit_featurizer(docs: Docs, rows: npt.NDArray[np.int64], min_df: int) -> Featurizer:
@@ -544,7 +580,8 @@ class Caps:
 
     def ok(self, docs: Docs, pred: npt.NDArray[np.int64]) -> tuple[bool, float]:
         """(whether ``pred`` keeps every cap, the largest excess over a cap: 0 when kept)."""
-        excess = [float(np.mean(pred[docs.hard] > 0)) - self.hard_negative_fpr if docs.hard.any() else 0.0]
+        hard = docs.capped_hard
+        excess = [float(np.mean(pred[hard] > 0)) - self.hard_negative_fpr if hard.any() else 0.0]
         for name, ordinary in docs.ordinary.items():
             if name.startswith("esconv_"):  # alone, and with context as a session screens it
                 caps = (self.ordinary_high, self.ordinary_flagged)
@@ -799,7 +836,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         print(f"      risky messages mixed with ordinary chat (training only): {len(mixed)} items", flush=True)
     items = corpus_items + esconv_items + mixed
     caps = config.caps()
-    docs = Docs.from_items(items)
+    docs = Docs.from_items(items, config.cap_exclude_seeds, excluded_seed_files(config.cap_exclude_seeds))
     _progress(2, stages, f"documents ready ({sum(d is not None for d in docs.latest)} with context)")
 
     combos = len(level_settings(config))
@@ -1151,9 +1188,11 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         lines.append(
             f"| {group} | {row['n']} | {en} | {zh} | {_pct(row['flagged'])} | {_pct(row.get('as_labelled'))} |"
         )
+    excluded = config.get("cap_exclude_seeds") or []
     caps_text = (
-        f"subject to CV caps: false positives on hard negatives (neg.* other than neg.ordinary) at most "
-        f"{config['max_hard_negative_fpr']}; real ordinary chat (ESConv train turns, alone and with up"
+        "subject to CV caps: false positives on hard negatives (neg.* other than neg.ordinary"
+        + (f", and not from seed files {', '.join(excluded)}" if excluded else "")
+        + f") at most {config['max_hard_negative_fpr']}; real ordinary chat (ESConv train turns, alone and with up"
         " to 4 earlier turns, held out by dialogue)"
         f" judged high at most {config.get('max_ordinary_high')} and flagged at most"
         f" {config.get('max_ordinary_flagged')} (under the 0.01 / 0.05 targets, for the spread between"

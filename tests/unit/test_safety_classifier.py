@@ -421,6 +421,35 @@ def test_training_runs_end_to_end_on_a_small_slice(tmp_path: Path) -> None:
     assert report["esconv"] is None
 
 
+def test_the_hard_negative_cap_can_leave_out_a_pass_of_look_alikes() -> None:
+    """--cap_exclude_seeds: hard negatives from the named seed files do not count against the false-positive cap
+    (they still count in the cost), so a pass of negatives written to look risky does not push the thresholds up."""
+    import numpy as np
+
+    from training.safety_classifier import Caps, Docs, excluded_seed_files
+
+    def item(i: int, level: str) -> dict[str, object]:
+        group = "neg.hyperbole" if level == "none" else "high.suicide.plan"
+        categories = [] if level == "none" else ["suicide"]
+        return {"id": f"{group}.en.{i:03d}.0", "text": f"message {i}", "context": [], "level": level,
+                "categories": categories, "language": "en", "group": group, "register": "plain",
+                "source": "seed"}  # fmt: skip
+
+    items = [item(0, "high"), item(1, "none"), item(2, "none")]
+    files = {"neg.hyperbole.en.002": "pairs_en.yaml"}  # seed key -> the seed file it is written in
+    flagged_look_alike = np.array([2, 0, 1])  # the high item found, the look-alike from the pairs file flagged
+    caps = Caps(hard_negative_fpr=0.10)
+    assert Docs.from_items(items).hard.tolist() == [False, True, True]
+    assert caps.ok(Docs.from_items(items), flagged_look_alike) == (False, 0.4)
+    docs = Docs.from_items(items, ["pairs_*.yaml"], files)
+    assert docs.capped_hard.tolist() == [False, True, False]
+    assert caps.ok(docs, flagged_look_alike) == (True, 0.0)
+    assert caps.ok(docs, np.array([2, 1, 0]))[0] is False  # the other hard negative still counts
+    assert set(excluded_seed_files(["negatives.yaml"]).values()) == {"negatives.yaml"}  # the shipped seeds folder
+    with pytest.raises(ValueError, match="matches no seed file"):
+        excluded_seed_files(["no_such_pass_*.yaml"])
+
+
 def test_training_with_esconv_missing_fails_clearly(tmp_path: Path) -> None:
     from training.safety_classifier import SafetyClassifierConfig, main
     from training.safety_data import SafetyDataError
