@@ -49,7 +49,7 @@ def test_committed_corpus_is_what_the_seeds_build(tmp_path: Path) -> None:
 def test_corpus_shape() -> None:
     items = read_corpus()
     assert len(items) >= 3000
-    assert CORPUS.stat().st_size < 6_000_000
+    assert CORPUS.stat().st_size < 12_000_000  # 11.7 MB since the sixth to eighth seed passes (45,871 items)
     languages = Counter(it["language"] for it in items)
     assert 0.4 <= languages["en"] / len(items) <= 0.6
     taxonomy = load_taxonomy()
