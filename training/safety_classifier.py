@@ -1133,6 +1133,15 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         " chat judged high, after ESConv valid measured 0.0104 for the second). Thresholds were still chosen by"
         " cross-validation, never on dev. **Dev-set figures of this artefact are therefore no longer held out**;"
         " only the final test set is, and it was run once, after this artefact was fixed.",
+        "Later passes (2026-12-03 to 12-05), each written from the taxonomy without reading any evaluation set:"
+        " the fifth (`seeds/self_injury_acts.yaml`: self-injury told by the act, with same-word hard negatives), the"
+        " sixth (`seeds/voices_*.yaml` but `voices_short_*`: persona-first free-form messages), the seventh"
+        " (`seeds/voices_short_*.yaml`: short explicit statements and short hard negatives) and the eighth"
+        " (`seeds/pairs_*.yaml`: contrast pairs, each risky message with a natural one that shares its words at"
+        " another level, written after the second dev set (`dev2.jsonl`, contrast pairs by other authors) measured"
+        " a third of such negatives flagged; no dev2 item was read). The sixth to eighth passes' hard negatives are"
+        " written to look risky, so the CV cap on hard-negative false positives is measured without them"
+        " (`--cap_exclude_seeds`); they still count in the cost.",
         "`python -m training.safety_data build`",
         "expands them deterministically (seed 12): slot values (times, means, places, people, ages), short neutral",
         "frames shared by all levels, and register transforms (lowercase, no punctuation, typos, abbreviations, slang",
