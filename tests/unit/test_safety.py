@@ -534,19 +534,19 @@ def test_default_screen_holds_its_regression_level() -> None:
 
 
 REGRESSION_FLOORS = {
-    "high_flagged": 0.87,  # measured 0.906 (96/106); 0.943 before the fourth seed pass
-    "high_as_high": 0.79,  # measured 0.821 (87/106); 0.858 before the fifth seed pass (its CV chose high >= 0.825)
-    "elevated_flagged": 0.78,  # measured 0.814 (57/70); 0.900 before the ordinary-chat retrain
+    "high_flagged": 0.90,  # measured 0.934 (99/106) since the sixth to eighth seed passes; 0.906 before
+    "high_as_high": 0.81,  # measured 0.840 (89/106); 0.821 before
+    "elevated_flagged": 0.91,  # measured 0.943 (66/70); 0.814 before
 }
 REGRESSION_CEILINGS = {
-    "hard_negative_fpr": 0.10,  # measured 0.062 (9/145)
-    "none_fpr": 0.08,  # measured 0.051 (11/216)
+    "hard_negative_fpr": 0.08,  # measured 0.048 (7/145); 0.062 before
+    "none_fpr": 0.08,  # measured 0.046 (10/216); 0.051 before
 }
 REGRESSION_CATEGORY_FLOORS = {
-    "suicide": 0.85,  # measured 0.878 (n=90); 0.956 before the ordinary-chat retrain
+    "suicide": 0.92,  # measured 0.956 (86/90); 0.878 before
     # measured 0.926 (25/27): the fifth seed pass (self-injury described by the act) took it back from 0.778; the
     # fourth had lost "I just cut myself and there's a lot of blood"
     "self_harm": 0.89,
-    "harm_to_others": 0.74,  # measured 0.773 (17/22); 0.864 before the fifth seed pass
-    "abuse": 0.83,  # measured 0.868 (n=38)
+    "harm_to_others": 0.87,  # measured 0.909 (20/22); 0.773 before
+    "abuse": 0.86,  # measured 0.895 (34/38); 0.868 before
 }
