@@ -4,7 +4,7 @@ ordinary chat from ESConv's train split.
 How to run (from the repository root; about half an hour on two busy cores)::
 
     python -m training.safety_data build          # (re)write the corpus from the seeds first, if they changed
-    python -m training.safety_classifier          # CV, pick hyperparameters and thresholds, write the artefact
+    python -m training.safety_classifier          # CV (defaults: the shipped settings), thresholds, artefact
     python benchmarks/safety_ordinary.py          # then measure ordinary-chat false positives on ESConv valid
     python -m training.safety_classifier --card_only true    # and quote that measurement in DATA_CARD.md
     python -m training.safety_classifier --out /tmp/rc.joblib --limit 300 --folds 3 --level_c 4 --category_c 4
@@ -114,15 +114,20 @@ class SafetyClassifierConfig:
     data_card: Path | None = field(default=None, metadata={"help": "data card path; default: DATA_CARD.md by --out"})
     folds: int = field(default=5, metadata={"help": "cross-validation folds"})
     seed: int = field(default=0, metadata={"help": "seed for the folds and --limit sampling"})
-    level_c: list[float] = field(default_factory=lambda: [32.0, 64.0], metadata={"help": "level model C grid"})
+    level_c: list[float] = field(
+        default_factory=lambda: [8.0],
+        metadata={"help": "level model C grid (default: the shipped artefact's; CV chose 8 among 8, 16, 32)"},
+    )
     level_class_weight: list[Literal["balanced", "none"]] = field(
         default_factory=lambda: ["balanced"], metadata={"help": "level model class_weight grid"}
     )
     ordinary_weight: list[float] = field(
-        default_factory=lambda: [0.25, 0.5],
+        default_factory=lambda: [0.25],
         metadata={"help": "level model grid: ordinary-chat items together weigh this many times the hard negatives"},
     )
-    category_c: list[float] = field(default_factory=lambda: [16.0, 64.0], metadata={"help": "category C grid"})
+    category_c: list[float] = field(
+        default_factory=lambda: [64.0], metadata={"help": "category C grid (default: CV chose 64 among 16, 64)"}
+    )
     min_df: int = field(default=2, metadata={"help": "keep n-grams seen in at least this many training documents"})
     limit: int | None = field(default=None, metadata={"help": "train on a random subset of this many items (tests)"})
     compare_lexical: bool = field(default=True, metadata={"help": "also cross-validate with lexical-screen features"})
@@ -161,7 +166,7 @@ class SafetyClassifierConfig:
         metadata={"help": "level thresholds keep the CV share of hand-written ordinary chat flagged at most this"},
     )
     cap_exclude_seeds: list[str] = field(
-        default_factory=list,
+        default_factory=lambda: ["voices_*.yaml", "pairs_*.yaml"],
         metadata={
             "help": "seed-file globs (e.g. 'pairs_*.yaml') whose hard negatives --max_hard_negative_fpr does not "
             "count: negatives written to look risky would otherwise raise the thresholds; they still count in the cost"
