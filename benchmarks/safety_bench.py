@@ -164,7 +164,7 @@ def load_set(name_or_path: str | Path) -> list[Example]:
     return examples
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -393,7 +393,7 @@ def make_screen(config: BenchConfig) -> tuple[SafetyScreen, str | None]:
     from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen
 
     path = config.model or DEFAULT_MODEL_PATH
-    return LearnedSafetyScreen.load(path), _sha256(path)
+    return LearnedSafetyScreen.load(path), file_sha256(path)
 
 
 def main(config: BenchConfig) -> int:
@@ -415,7 +415,7 @@ def main(config: BenchConfig) -> int:
         report = evaluate(screen, examples, resamples=config.resamples, seed=config.seed)
         targets = target_rows(name, report)
         print_set(name, report, targets)
-        sets[name] = {"file": str(path), "sha256": _sha256(path), **report}
+        sets[name] = {"file": str(path), "sha256": file_sha256(path), **report}
         all_targets.extend(targets)
         latency_calls[f"{name} items"] = [(ex.text, ex.context) for ex in examples]
         pooled.extend(examples)

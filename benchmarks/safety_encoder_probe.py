@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen  # noqa: E402
 from benchmarks.results_file import provenance, write_results  # noqa: E402
+from benchmarks.safety_bench import load_set  # noqa: E402
+from benchmarks.safety_ranking import auc  # noqa: E402
 
 CORPUS = ROOT / "training" / "assets" / "safety" / "corpus.jsonl"
 SETS = ("dev", "regression")
@@ -52,22 +54,12 @@ def joined(text: str, context: list[str]) -> str:
 
 
 def read_items(path: Path) -> list[dict[str, Any]]:
-    """Rows as ``{"text", "level", "hard_negative"}``; either set format (``label``/``kind`` or ``level``/``group``)."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        level = LEVELS[row.get("level") or row["label"]]
-        group = row.get("group") or ("neg.hard_negative" if row.get("kind") == "hard_negative" else "")
-        rows.append(
-            {
-                "text": joined(row["text"], list(row.get("context") or [])),
-                "level": level,
-                "hard_negative": level == 0 and str(group).startswith("neg."),
-            }
-        )
-    return rows
+    """Rows as ``{"text", "level", "hard_negative"}``, the text joined with its context (``safety_bench.load_set``
+    reads either set format)."""
+    return [
+        {"text": joined(ex.text, list(ex.context)), "level": LEVELS[ex.level.value], "hard_negative": ex.hard_negative}
+        for ex in load_set(path)
+    ]
 
 
 def _encoder() -> Any:
@@ -93,20 +85,14 @@ def embed(texts: list[str], workers: int) -> npt.NDArray[np.float32]:
     return out
 
 
-def auc(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.float64]) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    pos, neg = positive[:, None], negative[None, :]
-    return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
-
-
 def figures(rows: list[dict[str, Any]], probs: npt.NDArray[np.float64], t_high: float, t_flag: float) -> dict[str, Any]:
     y = np.array([r["level"] for r in rows])
     hard = np.array([r["hard_negative"] for r in rows])
     flagged_score = probs[:, 1] + probs[:, 2]
     pred = np.where(probs[:, 2] >= t_high, 2, np.where(flagged_score >= t_flag, 1, 0))
     return {
-        "auc_risky_vs_hard_negatives": round(auc(flagged_score[y > 0], flagged_score[hard]), 3),
-        "auc_high_vs_hard_negatives": round(auc(probs[y == 2, 2], probs[hard, 2]), 3),
+        "auc_risky_vs_hard_negatives": auc(flagged_score[y > 0], flagged_score[hard]),
+        "auc_high_vs_hard_negatives": auc(probs[y == 2, 2], probs[hard, 2]),
         "high_flagged": round(float(np.mean(pred[y == 2] > 0)), 3),
         "high_as_high": round(float(np.mean(pred[y == 2] == 2)), 3),
         "elevated_flagged": round(float(np.mean(pred[y == 1] > 0)), 3),

@@ -21,7 +21,6 @@ in the default sets: report it once per shipped version with ``safety_bench.py``
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ if str(ROOT) not in sys.path:
 from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, RiskModel  # noqa: E402
 from app.chat.safety.features import CHUNK_CHARS, join_window  # noqa: E402
 from benchmarks.results_file import provenance, write_results  # noqa: E402
-from benchmarks.safety_bench import Example, load_set  # noqa: E402
+from benchmarks.safety_bench import Example, file_sha256, load_set  # noqa: E402
 from training.cli import parse_config  # noqa: E402
 
 
@@ -102,10 +101,6 @@ def ranking(model: RiskModel, examples: Sequence[Example]) -> dict[str, Any]:
     return {"all": block(everything), **{lang: block(language == lang) for lang in ("en", "zh")}}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(config: RankingConfig) -> int:
     started = provenance()
     paths = [DEFAULT_MODEL_PATH if m == "shipped" else Path(m) for m in config.models]
@@ -113,7 +108,9 @@ def main(config: RankingConfig) -> int:
     models = {name: LearnedSafetyScreen.load(path).model for name, path in zip(names, paths, strict=True)}
     sets = {name: load_set(name) for name in config.sets}
     results: dict[str, Any] = {
-        "models": {name: {"path": str(path), "sha256": _sha256(path)} for name, path in zip(names, paths, strict=True)},
+        "models": {
+            name: {"path": str(path), "sha256": file_sha256(path)} for name, path in zip(names, paths, strict=True)
+        },
         "sets": {},
     }
     print(f"{'set':<12}{'model':<16}{'scope':<6}{'flagged':>9}{'high':>9}{'high vs elevated':>18}")

@@ -53,7 +53,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from fnmatch import fnmatch
@@ -221,16 +221,15 @@ class Docs:
     groups: list[str]
     hashes: list[npt.NDArray[np.uint64]]
     words: list[npt.NDArray[np.uint64]]
-    cap_exclude: tuple[str, ...] = ()
-    """Seed-file globs whose hard negatives the false-positive cap leaves out (they still count in the cost)."""
-    seed_files: dict[str, str] = field(default_factory=dict)
-    """Seed key (:func:`seed_key`) -> seed file, for seeds in ``cap_exclude`` files (:func:`excluded_seed_files`)."""
+    cap_excluded: frozenset[str] = frozenset()
+    """Seed keys (:func:`seed_key`) whose hard negatives the false-positive cap leaves out (they still count in the
+    cost): the seeds of the ``--cap_exclude_seeds`` files (:func:`excluded_seed_files`)."""
     conv: npt.NDArray[np.bool_] = field(init=False)
     """Items judged with context (window and latest alone)."""
     hard: npt.NDArray[np.bool_] = field(init=False)
     """Hard negatives: corpus ``neg.*`` groups other than ordinary chat."""
     capped_hard: npt.NDArray[np.bool_] = field(init=False)
-    """The hard negatives the false-positive cap is measured on (all, less those from ``cap_exclude`` seed files)."""
+    """The hard negatives the false-positive cap is measured on (all, less those of ``cap_excluded`` seeds)."""
     corpus: npt.NDArray[np.bool_] = field(init=False)
     """Items of the corpus (not ESConv)."""
     ordinary_item: npt.NDArray[np.bool_] = field(init=False)
@@ -249,9 +248,8 @@ class Docs:
         self.scored = ~self.mixed
         self.conv = np.array([d is not None for d in self.latest], dtype=bool)
         self.hard = none & np.array([g.startswith("neg.") and g not in ORDINARY_GROUPS for g in groups], dtype=bool)
-        files = [self.seed_files.get(seed_key(it["id"]), "") for it in self.items]
-        excluded = [any(fnmatch(name, glob) for glob in self.cap_exclude) for name in files]
-        self.capped_hard = self.hard & ~np.array(excluded, dtype=bool)
+        excluded = np.array([seed_key(it["id"]) in self.cap_excluded for it in self.items], dtype=bool)
+        self.capped_hard = self.hard & ~excluded
         self.corpus = np.array([g != ESCONV_GROUP for g in groups], dtype=bool) & ~self.mixed
         self.ordinary_item = np.array([g in ORDINARY_GROUPS for g in groups], dtype=bool)
         self.ordinary = {}
@@ -267,9 +265,7 @@ class Docs:
             self.ordinary["esconv_context"] = Ordinary.of([i for i, _ in every], [k for _, k in every])
 
     @classmethod
-    def from_items(
-        cls, items: list[dict[str, Any]], cap_exclude: Sequence[str] = (), seed_files: dict[str, str] | None = None
-    ) -> Docs:
+    def from_items(cls, items: list[dict[str, Any]], cap_excluded: Iterable[str] = ()) -> Docs:
         window = [
             prepare(join_window(it["context"], it["text"])) if it["context"] else prepare(it["text"]) for it in items
         ]
@@ -279,7 +275,7 @@ class Docs:
         hashes = [np.unique(_char_hashes(doc)) for doc in window]
         words = [np.unique(_word_hashes(doc)[0]) for doc in window]
         groups = [seed_key(it.get("mixed_from", it["id"])) for it in items]  # a mixed item goes with its seed
-        return cls(items, window, latest, y_level, y_cats, groups, hashes, words, tuple(cap_exclude), seed_files or {})
+        return cls(items, window, latest, y_level, y_cats, groups, hashes, words, frozenset(cap_excluded))
 
 
 @dataclass(frozen=True)
@@ -841,7 +837,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         print(f"      risky messages mixed with ordinary chat (training only): {len(mixed)} items", flush=True)
     items = corpus_items + esconv_items + mixed
     caps = config.caps()
-    docs = Docs.from_items(items, config.cap_exclude_seeds, excluded_seed_files(config.cap_exclude_seeds))
+    docs = Docs.from_items(items, excluded_seed_files(config.cap_exclude_seeds))
     _progress(2, stages, f"documents ready ({sum(d is not None for d in docs.latest)} with context)")
 
     combos = len(level_settings(config))

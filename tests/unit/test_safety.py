@@ -35,17 +35,21 @@ def screen() -> LexicalSafetyScreen:
     return LexicalSafetyScreen()
 
 
-def _bench() -> ModuleType:
-    """benchmarks/safety_bench.py, imported by path (benchmarks/ is not a package)."""
-    name = "safety_bench_under_test"
+def _benchmark(script: str) -> ModuleType:
+    """``benchmarks/<script>.py``, imported by path (benchmarks/ is not a package)."""
+    name = f"{script}_under_test"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / "safety_bench.py")
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{script}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    sys.modules[name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def _bench() -> ModuleType:
+    return _benchmark("safety_bench")
 
 
 # ---------------------------------------------------------------------------------------------------- screen levels
@@ -484,13 +488,7 @@ def test_ranking_benchmark_scores_risk_above_its_look_alikes() -> None:
     for ties); on the shipped model a plain risky message outranks the idiom that shares its words."""
     from app.chat.safety.classifier import LearnedSafetyScreen
 
-    spec = importlib.util.spec_from_file_location(
-        "safety_ranking_under_test", REPO_ROOT / "benchmarks" / "safety_ranking.py"
-    )
-    assert spec is not None and spec.loader is not None
-    ranking = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = ranking  # its dataclasses look their module up there
-    spec.loader.exec_module(ranking)
+    ranking = _benchmark("safety_ranking")
     assert ranking.auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
     assert ranking.auc(np.array([0.1]), np.array([0.9])) == 0.0
     assert ranking.auc(np.array([0.5]), np.array([0.5])) == 0.5

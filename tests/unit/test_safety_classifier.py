@@ -441,7 +441,7 @@ def test_the_hard_negative_cap_can_leave_out_a_pass_of_look_alikes() -> None:
     caps = Caps(hard_negative_fpr=0.10)
     assert Docs.from_items(items).hard.tolist() == [False, True, True]
     assert caps.ok(Docs.from_items(items), flagged_look_alike) == (False, 0.4)
-    docs = Docs.from_items(items, ["pairs_*.yaml"], files)
+    docs = Docs.from_items(items, files)  # the seeds of the pairs file
     assert docs.capped_hard.tolist() == [False, True, False]
     assert caps.ok(docs, flagged_look_alike) == (True, 0.0)
     assert caps.ok(docs, np.array([2, 1, 0]))[0] is False  # the other hard negative still counts
