@@ -172,6 +172,10 @@ class SafetyClassifierConfig:
             "count: negatives written to look risky would otherwise raise the thresholds; they still count in the cost"
         },
     )
+    negation: bool = field(
+        default=False,
+        metadata={"help": "English words after not/no/never/n't in the same clause are their own word features"},
+    )
     oof_out: Path | None = field(
         default=None, metadata={"help": "also save the out-of-fold level probabilities here (.npz), for analysis"}
     )
@@ -224,6 +228,8 @@ class Docs:
     cap_excluded: frozenset[str] = frozenset()
     """Seed keys (:func:`seed_key`) whose hard negatives the false-positive cap leaves out (they still count in the
     cost): the seeds of the ``--cap_exclude_seeds`` files (:func:`excluded_seed_files`)."""
+    negation: bool = False
+    """English words in a negation's scope are their own word features (``--negation``; ``features.negated``)."""
     conv: npt.NDArray[np.bool_] = field(init=False)
     """Items judged with context (window and latest alone)."""
     hard: npt.NDArray[np.bool_] = field(init=False)
@@ -265,7 +271,7 @@ class Docs:
             self.ordinary["esconv_context"] = Ordinary.of([i for i, _ in every], [k for _, k in every])
 
     @classmethod
-    def from_items(cls, items: list[dict[str, Any]], cap_excluded: Iterable[str] = ()) -> Docs:
+    def from_items(cls, items: list[dict[str, Any]], cap_excluded: Iterable[str] = (), negation: bool = False) -> Docs:
         window = [
             prepare(join_window(it["context"], it["text"])) if it["context"] else prepare(it["text"]) for it in items
         ]
@@ -273,9 +279,9 @@ class Docs:
         y_level = np.array([LEVEL_INDEX[it["level"]] for it in items], dtype=np.int64)
         y_cats = np.array([[c in it["categories"] for c in CATEGORIES] for it in items], dtype=np.int64)
         hashes = [np.unique(_char_hashes(doc)) for doc in window]
-        words = [np.unique(_word_hashes(doc)[0]) for doc in window]
+        words = [np.unique(_word_hashes(doc, negation=negation)[0]) for doc in window]
         groups = [seed_key(it.get("mixed_from", it["id"])) for it in items]  # a mixed item goes with its seed
-        return cls(items, window, latest, y_level, y_cats, groups, hashes, words, frozenset(cap_excluded))
+        return cls(items, window, latest, y_level, y_cats, groups, hashes, words, frozenset(cap_excluded), negation)
 
 
 @dataclass(frozen=True)
@@ -381,6 +387,7 @@ def fit_featurizer(docs: Docs, rows: npt.NDArray[np.int64], min_df: int) -> Feat
         word_idf=word_idf,
         char_ngrams=CHAR_NGRAMS,
         word_ngrams=WORD_NGRAMS,
+        negation=docs.negation,
     )
 
 
@@ -837,7 +844,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         print(f"      risky messages mixed with ordinary chat (training only): {len(mixed)} items", flush=True)
     items = corpus_items + esconv_items + mixed
     caps = config.caps()
-    docs = Docs.from_items(items, excluded_seed_files(config.cap_exclude_seeds))
+    docs = Docs.from_items(items, excluded_seed_files(config.cap_exclude_seeds), config.negation)
     _progress(2, stages, f"documents ready ({sum(d is not None for d in docs.latest)} with context)")
 
     combos = len(level_settings(config))
@@ -995,6 +1002,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
             "n_char": int(featurizer.char_keys.size),
             "n_word": int(featurizer.word_idf.size),
             "min_df": config.min_df,
+            "negation": featurizer.negation,
         },
         "versions": {
             "python": platform.python_version(),
@@ -1085,7 +1093,8 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         f"- features: TF-IDF (sublinear tf) over character {feats['char_ngrams'][0]}-{feats['char_ngrams'][1]}-grams "
         f"({feats['n_char']:,}) and word {feats['word_ngrams'][0]}-{feats['word_ngrams'][1]}-grams "
         f"({feats['n_word']:,}), n-grams in at least {feats['min_df']} training documents, kept as 64-bit hashes "
-        f"(exact vocabulary; the artefact holds no n-gram text); the last {feats['max_chars']:,} characters of a text",
+        f"(exact vocabulary; the artefact holds no n-gram text); the last {feats['max_chars']:,} characters of a text"
+        + ("; English words in a negation's scope are their own word features" if feats.get("negation") else ""),
         f"- level: multinomial logistic regression, C={chosen['level_c']:g}, "
         f"class_weight={chosen['level_class_weight']}, ordinary-chat items weighing "
         f"{chosen.get('ordinary_weight', 1.0):g} x the hard negatives",

@@ -127,3 +127,62 @@ def test_a_hash_in_both_vocabularies_is_refused_not_guessed() -> None:
     featurizer = Featurizer(shared, np.ones(2, np.float32), np.array([9, 11], np.uint64), np.ones(2, np.float32))
     with pytest.raises(ValueError, match="share a hash"):
         featurizer.transform("anything")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I'm not suicidal, just tired", "i'm not ~suicidal just tired"),
+        ("i dont want to die but i cant go on", "i dont ~want ~to ~die but i cant ~go ~on"),
+        ("I'm suicidal and I don't know what to do", "i'm suicidal and i don't ~know ~what ~to ~do"),
+        (
+            "never thought I would say this out loud. I want to die",
+            "never ~thought ~i ~would ~say this out loud i want to die",
+        ),
+        ("no", "no"),
+    ],
+)
+def test_words_in_a_negations_scope_are_marked_up_to_the_clause_end(text: str, expected: str) -> None:
+    from app.chat.safety.features import word_ngrams
+
+    assert " ".join(word_ngrams(prepare(text), (1, 1), negation=True)) == expected
+    assert "~" not in " ".join(word_ngrams(prepare(text), (1, 1)))  # off unless the artefact asks for it
+
+
+def test_a_denial_and_a_statement_share_no_feature_for_the_denied_word() -> None:
+    from app.chat.safety.features import word_ngram_hashes
+
+    def words(text: str, negation: bool) -> set[int]:
+        return set(word_ngram_hashes(prepare(text), (1, 1), negation)[0].tolist())
+
+    said, denied = words("i'm suicidal", True), words("i'm not suicidal", True)
+    assert len(said & denied) == 1  # "i'm" only: "suicidal" and "~suicidal" are different features
+    assert len(words("i'm suicidal", False) & words("i'm not suicidal", False)) == 2
+
+
+def test_negation_features_score_a_long_message_as_its_pieces_would() -> None:
+    """The one-pass piece counts use the same marked words as scoring each piece on its own (each piece starts
+    at a clause end here, so no scope crosses a cut)."""
+    from app.chat.safety.features import Featurizer, word_ngram_hashes
+
+    text = prepare("I'm not going to hurt anyone. " * 4 + "But I don't want to be here anymore. " * 4)
+    starts = piece_starts(text, 60)
+    assert len(starts) > 2
+    keys = np.unique(word_ngram_hashes(text, (1, 2), True)[0])
+    featurizer = Featurizer(
+        np.zeros(0, np.uint64), np.ones(0, np.float32), keys, np.ones(keys.size, np.float32), negation=True
+    )
+    piece, feature, count = featurizer.piece_counts(text, starts)
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(text)
+        found = featurizer.index.find(word_ngram_hashes(text[start:end], (1, 2), True)[0])
+        expected = Counter(found[found >= 0].tolist())
+        assert dict(zip(feature[piece == i].tolist(), count[piece == i].tolist(), strict=True)) == expected
+
+
+def test_an_artefact_made_before_negation_features_reads_as_without_them(screen: LearnedSafetyScreen) -> None:
+    from app.chat.safety.features import Featurizer
+
+    state = screen.model.featurizer.to_state()
+    assert Featurizer.from_state({k: v for k, v in state.items() if k != "negation"}).negation is False
+    assert Featurizer.from_state({**state, "negation": True}).negation is True

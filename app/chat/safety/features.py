@@ -44,6 +44,17 @@ _MULT_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 2**64))
 _SALTS = tuple(np.uint64((0x5BD1E995 * (n + 1) + 0x27D4EB2F165667C5 * n) % 2**64) for n in range(9))
 _WORD_SALTS = (np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
 _PAIR = np.uint64(0xFF51AFD7ED558CCD)
+_NEGATED = np.uint64(0xD6E8FEB86659FD93)
+NEGATION_CUES = (
+    "not", "no", "never", "nobody", "nothing", "nowhere", "neither", "nor", "without", "cannot",
+    "dont", "cant", "wont", "didnt", "isnt", "wasnt", "arent", "doesnt", "havent", "hasnt", "wouldnt", "couldnt",
+    "shouldnt", "aint", "nah",
+)  # fmt: skip
+"""English words that open a negation scope (besides every word ending in ``n't``)."""
+NEGATION_SCOPE = 4
+"""A negation covers at most this many words after its cue, within the clause."""
+_CLAUSE_END = np.array([ord(c) for c in '.,;:!?\n()"。，！？；…'], dtype=np.uint32)
+_CLAUSE_WORDS = ("but", "though", "although", "yet")
 LOAD = 0.3
 """At most this share of a :class:`HashIndex` table's slots hold a key."""
 _SENTENCE_END = re.compile(r"[.!?;。！？；…]+\s*")
@@ -130,11 +141,15 @@ def word_spans(norm: str) -> tuple[IndexArray, IndexArray]:
     return edges[0::2].astype(np.int64), edges[1::2].astype(np.int64)
 
 
-def word_ngrams(norm: str, ngrams: tuple[int, int] = WORD_NGRAMS) -> list[str]:
+def word_ngrams(norm: str, ngrams: tuple[int, int] = WORD_NGRAMS, negation: bool = False) -> list[str]:
     """Word n-grams (``"want"``, ``"want to"``) of a normalised text, as strings, for reading and tests: the
-    features are their hashes (:func:`word_ngram_hashes`), in the same order."""
+    features are their hashes (:func:`word_ngram_hashes`), in the same order. With ``negation``, a word in a
+    negation's scope is written with a leading ``~`` (``"not ~suicidal"``)."""
     starts, ends = word_spans(norm)
     tokens = [norm[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    if negation and tokens:
+        scope = negated(norm, _token_hashes(norm)[0], starts, ends).tolist()
+        tokens = ["~" + token if marked else token for token, marked in zip(tokens, scope, strict=True)]
     low, high = ngrams
     out: list[str] = []
     for n in range(low, high + 1):
@@ -145,11 +160,12 @@ def word_ngrams(norm: str, ngrams: tuple[int, int] = WORD_NGRAMS) -> list[str]:
     return out
 
 
-def _token_hashes(norm: str) -> tuple[HashArray, IndexArray]:
+def _token_hashes(norm: str, negation: bool = False) -> tuple[HashArray, IndexArray]:
     """(hash, start) of every word token (:func:`word_spans`) of ``norm``, from prefix hashes of its code points.
 
     The hash of ``norm[a:b]`` is ``sum(c[j] * M^(b-1-j))`` (mod 2^64), computed as ``M^(b-1) * (S[b] - S[a])`` with
     ``S[i] = sum(c[j] * M^-j for j < i)``: a few cumulative numpy passes over the text, nothing per token.
+    With ``negation``, a word in a negation's scope (:func:`negated`) gets another hash: a different feature.
     """
     starts, ends = word_spans(norm)
     if not starts.size:
@@ -164,13 +180,49 @@ def _token_hashes(norm: str) -> tuple[HashArray, IndexArray]:
     prefix = np.zeros(end + 1, dtype=np.uint64)
     prefix[1:] = np.cumsum(codes * np.cumprod(inverse, dtype=np.uint64), dtype=np.uint64)
     hashes = powers[ends - 1] * (prefix[ends] - prefix[starts])
+    if negation:
+        scope = negated(norm, hashes, starts, ends)
+        hashes[scope] = hashes[scope] * _NEGATED + _NEGATED
     return hashes, starts
 
 
-def word_ngram_hashes(norm: str, ngrams: tuple[int, int] = WORD_NGRAMS) -> tuple[HashArray, IndexArray]:
+def negated(norm: str, hashes: HashArray, starts: IndexArray, ends: IndexArray) -> npt.NDArray[np.bool_]:
+    """Which words are in a negation's scope: up to :data:`NEGATION_SCOPE` words after a cue (:data:`NEGATION_CUES`,
+    or a word ending in ``n't``) in the same clause (a clause ends at punctuation or at "but").
+
+    "i'm not suicidal" and "i'm suicidal" then share no unigram for "suicidal", so a linear model can weigh the
+    plain word as risk without the many denials that use it ("i'm not suicidal, just tired").
+    """
+    count = hashes.size
+    codes = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32)
+    cue = np.isin(hashes, _CUE_HASHES)
+    at = np.maximum(ends - 3, 0)  # a word ending in n't (a word that short cannot end in it and be a word)
+    padded = np.concatenate((codes, np.zeros(3, dtype=np.uint32)))
+    cue |= (ends - starts >= 3) & (padded[at] == ord("n")) & (padded[at + 1] == ord("'")) & (padded[at + 2] == ord("t"))
+    stops = np.concatenate(([0], np.cumsum(np.isin(codes, _CLAUSE_END))))  # clause-ending characters before i
+    boundary = np.zeros(count, dtype=bool)  # a clause starts at this word
+    boundary[1:] = stops[starts[1:]] > stops[ends[:-1]]
+    boundary |= np.isin(hashes, _CLAUSE_HASHES)
+    clause = np.cumsum(boundary)
+    index = np.arange(count)
+    last_cue = np.maximum.accumulate(np.where(cue, index, -1))
+    safe = np.maximum(last_cue, 0)
+    scope: npt.NDArray[np.bool_] = (
+        (last_cue >= 0) & (last_cue < index) & (index - last_cue <= NEGATION_SCOPE) & (clause[safe] == clause)
+    )
+    return scope
+
+
+_CUE_HASHES = np.concatenate([_token_hashes(word)[0] for word in NEGATION_CUES])
+_CLAUSE_HASHES = np.concatenate([_token_hashes(word)[0] for word in _CLAUSE_WORDS])
+
+
+def word_ngram_hashes(
+    norm: str, ngrams: tuple[int, int] = WORD_NGRAMS, negation: bool = False
+) -> tuple[HashArray, IndexArray]:
     """(hash, start of the first word) of every word n-gram of a normalised text; same words, same hash as the
-    n-grams :func:`word_ngrams` lists (``n`` in ``ngrams``, at most 2)."""
-    tokens, starts = _token_hashes(norm)
+    n-grams :func:`word_ngrams` lists (``n`` in ``ngrams``, at most 2; ``negation``: see :func:`negated`)."""
+    tokens, starts = _token_hashes(norm, negation)
     low, high = ngrams
     if high > 2:
         raise ValueError("word n-grams of more than two words are not supported")
@@ -266,6 +318,8 @@ class Featurizer:
     word_idf: FloatArray
     char_ngrams: tuple[int, int] = CHAR_NGRAMS
     word_ngrams: tuple[int, int] = WORD_NGRAMS
+    negation: bool = False
+    """English words in a negation's scope are their own features (:func:`negated`)."""
 
     @property
     def n_features(self) -> int:
@@ -288,7 +342,7 @@ class Featurizer:
         """(feature indices, TF-IDF values) of a text already passed through :func:`prepare`."""
         blocks = [char_ngram_hashes(norm, self.char_ngrams)] if self.char_keys.size else []
         if self.word_keys.size:  # (a block with no vocabulary, like the planner's character block, is not hashed)
-            blocks.append(word_ngram_hashes(norm, self.word_ngrams)[0])
+            blocks.append(word_ngram_hashes(norm, self.word_ngrams, self.negation)[0])
         found = self.index.find(np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.uint64))
         indices, counts = np.unique(found[found >= 0], return_counts=True)
         split = int(np.searchsorted(indices, self.char_keys.size))  # each block is L2-normalised on its own
@@ -317,7 +371,7 @@ class Featurizer:
             if n >= low and rolling.size:
                 hashes.append((rolling + _SALTS[n]) * _MULT)
                 pieces.append(piece_at[: rolling.size])
-        tokens, token_starts = _token_hashes(norm)
+        tokens, token_starts = _token_hashes(norm, self.negation)
         if tokens.size:
             piece = np.searchsorted(bounds, token_starts, side="right") - 1
             if self.word_ngrams[0] <= 1:
@@ -340,6 +394,7 @@ class Featurizer:
             "word_idf": self.word_idf,
             "char_ngrams": list(self.char_ngrams),
             "word_ngrams": list(self.word_ngrams),
+            "negation": self.negation,
         }
 
     @classmethod
@@ -357,6 +412,7 @@ class Featurizer:
             word_idf=np.asarray(state["word_idf"], dtype=np.float32),
             char_ngrams=(int(state["char_ngrams"][0]), int(state["char_ngrams"][1])),
             word_ngrams=(int(state["word_ngrams"][0]), int(state["word_ngrams"][1])),
+            negation=bool(state.get("negation", False)),  # artefacts made before negation features: off
         )
 
 
