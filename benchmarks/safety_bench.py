@@ -4,7 +4,8 @@ How to run (from the repository root):
 
     python benchmarks/safety_bench.py --sets dev test regression --screen learned
     python benchmarks/safety_bench.py --sets regression --screen lexical
-    python benchmarks/safety_bench.py --sets training/assets/safety/corpus.jsonl --out /tmp/safety.json
+    python -m training.safety_data build --out /tmp/corpus.jsonl    # the corpus is built from the seeds
+    python benchmarks/safety_bench.py --sets /tmp/corpus.jsonl --out /tmp/safety.json
 
 Sets: a name means ``benchmarks/safety/<name>.jsonl`` (``dev``, ``dev2`` and ``test`` are written separately, before
 training, and never used to tune; ``dev2`` is contrast pairs, see ``safety/DEV2_README.md``; ``regression`` is the old

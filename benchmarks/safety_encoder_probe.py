@@ -27,6 +27,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen  
 from benchmarks.results_file import provenance, write_results  # noqa: E402
 from benchmarks.safety_bench import load_set  # noqa: E402
 from benchmarks.safety_ranking import auc  # noqa: E402
+from training.safety_data import build_items, write_corpus  # noqa: E402
 
-CORPUS = ROOT / "training" / "assets" / "safety" / "corpus.jsonl"
 SETS = ("dev", "regression")
 LEVELS = {"none": 0, "elevated": 1, "high": 2}
 CONTEXT_MESSAGES = 3
@@ -120,7 +121,9 @@ def main() -> int:
     started = provenance()
     os.environ["OMP_NUM_THREADS"] = "1"
     workers = max(1, min(4, os.cpu_count() or 1))
-    corpus = read_items(CORPUS)
+    with tempfile.TemporaryDirectory() as tmp:  # the corpus the seeds build (it is not kept in git)
+        write_corpus(build_items(), Path(tmp) / "corpus.jsonl")
+        corpus = read_items(Path(tmp) / "corpus.jsonl")
     sets = {name: read_items(ROOT / "benchmarks" / "safety" / f"{name}.jsonl") for name in SETS}
     print(f"embedding {len(corpus):,} corpus items and {sum(map(len, sets.values()))} set items ({workers} workers)")
     began = time.perf_counter()
@@ -154,7 +157,8 @@ def main() -> int:
     for name, by_model in results["sets"].items():
         print(f"\n{name}: AUC risky, AUC high (vs hard negatives) | high flagged, as high, elevated flagged, FPR")
         for label, f in by_model.items():
-            keys = ("auc_risky_vs_hard_negatives", "auc_high_vs_hard_negatives", "high_flagged", "high_as_high")
+            keys: tuple[str, ...] = ("auc_risky_vs_hard_negatives", "auc_high_vs_hard_negatives", "high_flagged")
+            keys += ("high_as_high",)
             keys += ("elevated_flagged", "hard_negative_fpr")
             print(f"  {label:13s}", " ".join(f"{f[k]:.3f}" for k in keys))
     write_results("safety_encoder_probe", started, results)

@@ -1,9 +1,9 @@
-"""Train the learned crisis-risk screen (app/chat/safety/classifier.py) on training/assets/safety/corpus.jsonl and
-ordinary chat from ESConv's train split.
+"""Train the learned crisis-risk screen (app/chat/safety/classifier.py) on the labelled corpus (built from the seeds
+in training/assets/safety/seeds/) and ordinary chat from ESConv's train split.
 
 How to run (from the repository root; about half an hour on two busy cores)::
 
-    python -m training.safety_data build          # (re)write the corpus from the seeds first, if they changed
+    python -m training.safety_data validate       # check the seeds (the training run builds the corpus from them)
     python -m training.safety_classifier          # CV (defaults: the shipped settings), thresholds, artefact
     python benchmarks/safety_ordinary.py          # then measure ordinary-chat false positives on ESConv valid
     python -m training.safety_classifier --card_only true    # and quote that measurement in DATA_CARD.md
@@ -77,10 +77,11 @@ from app.chat.safety.features import word_ngram_hashes as _word_hashes
 from app.chat.safety.types import CATEGORIES, RiskLevel, SafetyResult
 from training.cli import parse_config
 from training.safety_data import (
-    CORPUS,
     ESCONV_GROUP,
     ORDINARY_GROUPS,
     RISK_WORDS,
+    build_items,
+    corpus_bytes,
     esconv_left_out,
     esconv_message,
     esconv_negatives,
@@ -109,7 +110,10 @@ Matrix = Any  # scipy.sparse.csr_matrix (scipy is imported inside the functions 
 class SafetyClassifierConfig:
     """Settings for ``python -m training.safety_classifier``."""
 
-    corpus: Path = field(default=CORPUS, metadata={"help": "corpus JSONL (python -m training.safety_data build)"})
+    corpus: Path | None = field(
+        default=None,
+        metadata={"help": "corpus JSONL (python -m training.safety_data build --out F); default: built from the seeds"},
+    )
     out: Path = field(default=DEFAULT_MODEL_PATH, metadata={"help": "artefact to write (.joblib)"})
     data_card: Path | None = field(default=None, metadata={"help": "data card path; default: DATA_CARD.md by --out"})
     folds: int = field(default=5, metadata={"help": "cross-validation folds"})
@@ -827,12 +831,14 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
 
     stages = 6
     started = time.perf_counter()
-    corpus_items = _subset(read_corpus(config.corpus), config.limit, config.seed)
-    corpus_sha = _sha256(config.corpus)
+    if config.corpus is None:  # the seeds in the tree, built as `python -m training.safety_data build` would
+        built = build_items()
+        corpus_sha, source = hashlib.sha256(corpus_bytes(built)).hexdigest(), "built from the seeds"
+    else:
+        built, corpus_sha, source = read_corpus(config.corpus), _sha256(config.corpus), str(config.corpus)
+    corpus_items = _subset(built, config.limit, config.seed)
     languages = Counter(it["language"] for it in corpus_items)
-    _progress(
-        1, stages, f"corpus {config.corpus}: {len(corpus_items)} items ({dict(languages)}), sha256 {corpus_sha[:12]}"
-    )
+    _progress(1, stages, f"corpus {source}: {len(corpus_items)} items ({dict(languages)}), sha256 {corpus_sha[:12]}")
     esconv_items: list[dict[str, Any]] = []
     esconv_stats: dict[str, int] | None = None
     if config.esconv:
@@ -946,7 +952,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
     report: dict[str, Any] = {
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "corpus": {
-            "path": str(config.corpus),
+            "path": source,
             "sha256": corpus_sha,
             "items": len(corpus_items),
             "languages": dict(languages),
@@ -1110,7 +1116,8 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         "",
         "## Data",
         "",
-        f"`training/assets/safety/corpus.jsonl`: {corpus['items']:,} items, sha256 `{corpus['sha256']}`. Languages "
+        f"The corpus built from `training/assets/safety/seeds/` (`python -m training.safety_data build`): "
+        f"{corpus['items']:,} items, sha256 `{corpus['sha256']}` (of its JSONL). Languages "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(corpus["languages"].items()))
         + "; levels "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(corpus["levels"].items()))

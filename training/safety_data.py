@@ -8,8 +8,11 @@ Inputs (all in ``training/assets/safety/``):
   first, the last is the latest message) and an optional ``compose`` section of message pools.
 
 ``build`` expands every seed deterministically (``--seed``): slot values, an optional frame, and register
-transforms (lowercase, no punctuation, typos, abbreviations, slang, emoji, code-switching English/Chinese). It writes
-``corpus.jsonl``, one item per line::
+transforms (lowercase, no punctuation, typos, abbreviations, slang, emoji, code-switching English/Chinese). The corpus
+is not kept in git: it is built from the seeds in a few seconds, and the training script builds it itself
+(:func:`build_items`); the data card records the sha256 of its JSONL (:func:`corpus_bytes`), and a test checks that
+the seeds in the tree still build what the shipped screen learned from. ``build`` writes it to ``corpus.jsonl``, for
+reading, one item per line::
 
     {"id": "high.suicide.plan.en.004.2", "text": "...", "context": ["earlier message", ...], "level": "high",
      "categories": ["suicide"], "language": "en", "group": "high.suicide.plan", "register": "lowercase+emoji",
@@ -967,11 +970,14 @@ def coverage_table(items: Sequence[dict[str, Any]], taxonomy: dict[str, Node]) -
     return "\n".join(lines)
 
 
+def corpus_bytes(items: Sequence[dict[str, Any]]) -> bytes:
+    """The corpus as JSONL, one compact item per line: what :func:`write_corpus` writes and the data card hashes."""
+    return "".join(json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n" for item in items).encode()
+
+
 def write_corpus(items: Sequence[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as handle:
-        for item in items:
-            handle.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n")
+    path.write_bytes(corpus_bytes(items))
 
 
 def read_corpus(path: Path = CORPUS) -> list[dict[str, Any]]:
@@ -996,6 +1002,13 @@ def read_corpus(path: Path = CORPUS) -> list[dict[str, Any]]:
             raise SafetyDataError(f"{path}:{number}: context: expected a list of strings")
         items.append(item)
     return items
+
+
+def build_items(config: BuildConfig | None = None) -> list[dict[str, Any]]:
+    """The corpus the seeds build (validated, then expanded), without writing it."""
+    taxonomy = load_taxonomy()
+    slots = load_slots()
+    return expand(taxonomy, slots, load_seeds(taxonomy, slots), config or BuildConfig())
 
 
 def build(config: BuildConfig) -> list[dict[str, Any]]:
