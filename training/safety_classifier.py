@@ -170,7 +170,7 @@ class SafetyClassifierConfig:
         metadata={"help": "level thresholds keep the CV share of hand-written ordinary chat flagged at most this"},
     )
     cap_exclude_seeds: list[str] = field(
-        default_factory=lambda: ["voices_*.yaml", "pairs_*.yaml"],
+        default_factory=lambda: ["voices_*.yaml", "pairs_*.yaml", "long_*.yaml"],
         metadata={
             "help": "seed-file globs (e.g. 'pairs_*.yaml') whose hard negatives --max_hard_negative_fpr does not "
             "count: negatives written to look risky would otherwise raise the thresholds; they still count in the cost"
@@ -1153,12 +1153,14 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         "Later passes (2026-12-03 to 12-05), each written from the taxonomy without reading any evaluation set:"
         " the fifth (`seeds/self_injury_acts.yaml`: self-injury told by the act, with same-word hard negatives), the"
         " sixth (`seeds/voices_*.yaml` but `voices_short_*`: persona-first free-form messages), the seventh"
-        " (`seeds/voices_short_*.yaml`: short explicit statements and short hard negatives) and the eighth"
+        " (`seeds/voices_short_*.yaml`: short explicit statements and short hard negatives), the eighth"
         " (`seeds/pairs_*.yaml`: contrast pairs, each risky message with a natural one that shares its words at"
         " another level, written after the second dev set (`dev2.jsonl`, contrast pairs by other authors) measured"
-        " a third of such negatives flagged; no dev2 item was read). The sixth to eighth passes' hard negatives are"
-        " written to look risky, so the CV cap on hard-negative false positives is measured without them"
-        " (`--cap_exclude_seeds`); they still count in the cost.",
+        " a third of such negatives flagged; no dev2 item was read) and the ninth (`seeds/long_*.yaml`: long-form"
+        " messages of several sentences, the decisive one anywhere in them, by eight authors who read only the"
+        " taxonomy and a brief). The sixth to ninth passes' hard negatives are written to look risky, so the CV cap"
+        " on hard-negative false positives is measured without them (`--cap_exclude_seeds`); they still count in"
+        " the cost.",
         "`python -m training.safety_data build`",
         "expands them deterministically (seed 12): slot values (times, means, places, people, ages), short neutral",
         "frames shared by all levels, and register transforms (lowercase, no punctuation, typos, abbreviations, slang",
