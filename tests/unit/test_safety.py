@@ -532,19 +532,19 @@ def test_default_screen_holds_its_regression_level() -> None:
 
 
 REGRESSION_FLOORS = {
-    "high_flagged": 0.90,  # measured 0.934 (99/106) since the sixth to eighth seed passes; 0.906 before
-    "high_as_high": 0.81,  # measured 0.840 (89/106); 0.821 before
-    "elevated_flagged": 0.91,  # measured 0.943 (66/70); 0.814 before
+    "high_flagged": 0.91,  # measured 0.943 (100/106) since the ninth seed pass; 0.934 before
+    "high_as_high": 0.84,  # measured 0.877 (93/106); 0.840 before
+    "elevated_flagged": 0.91,  # measured 0.943 (66/70); 0.943 before
 }
 REGRESSION_CEILINGS = {
-    "hard_negative_fpr": 0.08,  # measured 0.048 (7/145); 0.062 before
-    "none_fpr": 0.08,  # measured 0.046 (10/216); 0.051 before
+    "hard_negative_fpr": 0.09,  # measured 0.062 (9/145); 0.048 before
+    "none_fpr": 0.08,  # measured 0.051 (11/216); 0.046 before
 }
 REGRESSION_CATEGORY_FLOORS = {
-    "suicide": 0.92,  # measured 0.956 (86/90); 0.878 before
+    "suicide": 0.92,  # measured 0.956 (86/90); 0.956 before
     # measured 0.926 (25/27): the fifth seed pass (self-injury described by the act) took it back from 0.778; the
     # fourth had lost "I just cut myself and there's a lot of blood"
     "self_harm": 0.89,
-    "harm_to_others": 0.87,  # measured 0.909 (20/22); 0.773 before
-    "abuse": 0.86,  # measured 0.895 (34/38); 0.868 before
+    "harm_to_others": 0.87,  # measured 0.909 (20/22); 0.909 before
+    "abuse": 0.89,  # measured 0.921 (35/38); 0.895 before
 }
