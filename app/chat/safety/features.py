@@ -11,9 +11,10 @@ through a table in front of it (:class:`HashIndex`: mostly one array read per n-
 that collide). (Two different n-grams share a hash with probability about 2^-64 per pair.) A long message is scored
 whole and in pieces in one pass (one lookup per n-gram, one small matrix product for all the rows), which keeps a
 3,000-character window around a millisecond on one core (``benchmarks/safety_latency.py``); the artefact holds
-hashes and weights only, never an n-gram's text. Weights are scikit-learn's ``TfidfVectorizer(sublinear_tf=True)``
-scheme: ``(1 + ln tf) * idf`` with ``idf = ln((1 + n) / (1 + df)) + 1``, L2-normalised per block (character, word),
-blocks side by side.
+hashes and weights only, never an n-gram's text. Optionally (``Featurizer.negation``, off in the shipped artefact),
+an English word in a negation's scope hashes as a different word (:func:`negated`). Weights are scikit-learn's
+``TfidfVectorizer(sublinear_tf=True)`` scheme: ``(1 + ln tf) * idf`` with ``idf = ln((1 + n) / (1 + df)) + 1``,
+L2-normalised per block (character, word), blocks side by side.
 
 Nothing here logs or keeps text.
 """
@@ -188,7 +189,7 @@ def _token_hashes(norm: str, negation: bool = False) -> tuple[HashArray, IndexAr
 
 def negated(norm: str, hashes: HashArray, starts: IndexArray, ends: IndexArray) -> npt.NDArray[np.bool_]:
     """Which words are in a negation's scope: up to :data:`NEGATION_SCOPE` words after a cue (:data:`NEGATION_CUES`,
-    or a word ending in ``n't``) in the same clause (a clause ends at punctuation or at "but").
+    or a word ending in ``n't``) in the same clause (a clause ends at punctuation or at a word like "but").
 
     "i'm not suicidal" and "i'm suicidal" then share no unigram for "suicidal", so a linear model can weigh the
     plain word as risk without the many denials that use it ("i'm not suicidal, just tired").
@@ -196,7 +197,7 @@ def negated(norm: str, hashes: HashArray, starts: IndexArray, ends: IndexArray) 
     count = hashes.size
     codes = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32)
     cue = np.isin(hashes, _CUE_HASHES)
-    at = np.maximum(ends - 3, 0)  # a word ending in n't (a word that short cannot end in it and be a word)
+    at = np.maximum(ends - 3, 0)  # a word of three or more characters ending in n't (don't, can't, isn't)
     padded = np.concatenate((codes, np.zeros(3, dtype=np.uint32)))
     cue |= (ends - starts >= 3) & (padded[at] == ord("n")) & (padded[at + 1] == ord("'")) & (padded[at + 2] == ord("t"))
     stops = np.concatenate(([0], np.cumsum(np.isin(codes, _CLAUSE_END))))  # clause-ending characters before i
