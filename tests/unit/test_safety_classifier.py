@@ -421,6 +421,33 @@ def test_training_runs_end_to_end_on_a_small_slice(tmp_path: Path) -> None:
     assert report["esconv"] is None
 
 
+def test_training_with_negation_features_ships_them_in_the_artefact(tmp_path: Path) -> None:
+    """--negation: the artefact's featurizer marks negated words at runtime as training did, and says so."""
+    from app.chat.safety.features import prepare, word_ngram_hashes
+    from training.safety_classifier import SafetyClassifierConfig, main
+
+    out = tmp_path / "rc.joblib"
+    config = SafetyClassifierConfig(
+        out=out, limit=300, folds=3, level_c=[4.0], ordinary_weight=[1.0], category_c=[4.0], compare_lexical=False,
+        max_iter=500, esconv=False, negation=True,
+    )  # fmt: skip
+    report = main(config)
+    assert report["features"]["negation"] is True
+    assert report["corpus"]["path"] == "built from the seeds"
+    assert "negation's scope are their own word features" in (tmp_path / "DATA_CARD.md").read_text(encoding="utf-8")
+    featurizer = LearnedSafetyScreen.load(out).model.featurizer
+    assert featurizer.negation is True
+    denial = prepare("i don't want to die")
+    marked = set(word_ngram_hashes(denial, featurizer.word_ngrams, True)[0].tolist())
+    plain = set(word_ngram_hashes(denial, featurizer.word_ngrams, False)[0].tolist())
+    vocabulary = set(featurizer.word_keys.tolist())
+    assert (plain - marked) & vocabulary and (marked - plain) & vocabulary  # "want" and "~want" are both features
+    n_char = featurizer.char_keys.size
+    indices, _ = featurizer.transform(denial)
+    found = {int(featurizer.word_keys[i - n_char]) for i in indices.tolist() if i >= n_char}
+    assert found == marked & vocabulary  # the runtime looks the marked words up, never the plain ones
+
+
 def test_the_hard_negative_cap_can_leave_out_a_pass_of_look_alikes() -> None:
     """--cap_exclude_seeds: hard negatives from the named seed files do not count against the false-positive cap
     (they still count in the cost), so a pass of negatives written to look risky does not push the thresholds up."""
