@@ -123,7 +123,7 @@ def set_path(name: str) -> Path:
     return Path(name) if name.endswith(".jsonl") else SETS_DIR / f"{name}.jsonl"
 
 
-def _normalise(row: dict[str, Any], where: str) -> Example:
+def example_of(row: dict[str, Any], where: str) -> Example:
     """Either format into an :class:`Example`; ValueError naming ``where`` and the field when something is wrong."""
     try:
         text = row["text"]
@@ -161,7 +161,7 @@ def load_set(name_or_path: str | Path) -> list[Example]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        examples.append(_normalise(row, f"{path}:{lineno}"))
+        examples.append(example_of(row, f"{path}:{lineno}"))
     return examples
 
 

@@ -27,7 +27,6 @@ import json
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen  # noqa: E402
 from benchmarks.results_file import provenance, write_results  # noqa: E402
-from benchmarks.safety_bench import load_set  # noqa: E402
+from benchmarks.safety_bench import Example, example_of, load_set  # noqa: E402
 from benchmarks.safety_ranking import auc  # noqa: E402
-from training.safety_data import build_items, write_corpus  # noqa: E402
+from training.safety_data import build_items  # noqa: E402
 
 SETS = ("dev", "regression")
 LEVELS = {"none": 0, "elevated": 1, "high": 2}
@@ -54,13 +53,10 @@ def joined(text: str, context: list[str]) -> str:
     return "\n".join([*context[-CONTEXT_MESSAGES:], text])[-MAX_CHARS:]
 
 
-def read_items(path: Path) -> list[dict[str, Any]]:
-    """Rows as ``{"text", "level", "hard_negative"}``, the text joined with its context (``safety_bench.load_set``
-    reads either set format)."""
-    return [
-        {"text": joined(ex.text, list(ex.context)), "level": LEVELS[ex.level.value], "hard_negative": ex.hard_negative}
-        for ex in load_set(path)
-    ]
+def row(example: Example) -> dict[str, Any]:
+    """``{"text", "level", "hard_negative"}``, the text joined with its context."""
+    text = joined(example.text, list(example.context))
+    return {"text": text, "level": LEVELS[example.level.value], "hard_negative": example.hard_negative}
 
 
 def _encoder() -> Any:
@@ -121,10 +117,8 @@ def main() -> int:
     started = provenance()
     os.environ["OMP_NUM_THREADS"] = "1"
     workers = max(1, min(4, os.cpu_count() or 1))
-    with tempfile.TemporaryDirectory() as tmp:  # the corpus the seeds build (it is not kept in git)
-        write_corpus(build_items(), Path(tmp) / "corpus.jsonl")
-        corpus = read_items(Path(tmp) / "corpus.jsonl")
-    sets = {name: read_items(ROOT / "benchmarks" / "safety" / f"{name}.jsonl") for name in SETS}
+    corpus = [row(example_of(item, item["id"])) for item in build_items()]  # the corpus the seeds build
+    sets = {name: [row(example) for example in load_set(name)] for name in SETS}
     print(f"embedding {len(corpus):,} corpus items and {sum(map(len, sets.values()))} set items ({workers} workers)")
     began = time.perf_counter()
     x_corpus = embed([r["text"] for r in corpus], workers)

@@ -35,7 +35,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, RiskModel  # noqa: E402
-from app.chat.safety.features import CHUNK_CHARS, join_window  # noqa: E402
 from benchmarks.results_file import provenance, write_results  # noqa: E402
 from benchmarks.safety_bench import Example, file_sha256, load_set  # noqa: E402
 from training.cli import parse_config  # noqa: E402
@@ -69,16 +68,9 @@ def auc(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.float64]) ->
 
 
 def scores(model: RiskModel, example: Example) -> tuple[float, float]:
-    """(P(elevated) + P(high), P(high)), each the highest over what the screen judges for this item."""
-    latest = example.text[-2 * model.max_chars :]
-    if len(latest) <= CHUNK_CHARS:
-        rows = model.probabilities(latest)[0][None, :]
-    else:
-        rows = model.long_text_probabilities(latest)[0]
-    if example.context and len(latest) < model.max_chars:
-        window = model.probabilities(join_window(example.context, latest, model.max_chars))[0]
-        rows = np.vstack([rows, window])
-    return float((rows[:, 1] + rows[:, 2]).max()), float(rows[:, 2].max())
+    """(P(elevated) + P(high), P(high)), each the highest over the rows the screen decides this item from."""
+    level, _ = model.rows(example.text[-2 * model.max_chars :], example.context)
+    return float((level[:, 1] + level[:, 2]).max()), float(level[:, 2].max())
 
 
 def ranking(model: RiskModel, examples: Sequence[Example]) -> dict[str, Any]:

@@ -189,9 +189,19 @@ class RiskModel:
         level_probs = np.exp(level) / np.exp(level).sum(axis=1, keepdims=True)
         return level_probs, 1.0 / (1.0 + np.exp(-logits[:, 3:]))
 
-    def verdict(self, text: str, language: str) -> SafetyResult:
-        level, categories = decide(*self.probabilities(text), self.thresholds)
-        return SafetyResult(level=level, categories=categories, language=language)
+    def rows(self, latest: str, context: Sequence[str] = ()) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Every (level, category) probability row the screen decides from: the latest message, and its pieces when
+        it is long (:meth:`long_text_probabilities`); then, with context, the window of recent messages and it.
+
+        ``latest`` is what the screen reads of the message (at most twice ``max_chars`` of its tail)."""
+        if len(latest) <= CHUNK_CHARS:
+            level, category = (probs[None, :] for probs in self.probabilities(latest))
+        else:  # a long message: judged whole and piece by piece, so one risky sentence is not diluted
+            level, category = self.long_text_probabilities(latest)
+        if context and len(latest) < self.max_chars:
+            window = self.probabilities(join_window(context, latest, self.max_chars))
+            level, category = np.vstack([level, window[0]]), np.vstack([category, window[1]])
+        return level, category
 
     @classmethod
     def from_artefact(cls, data: dict[str, Any]) -> RiskModel:
@@ -246,21 +256,19 @@ class LearnedSafetyScreen:
     def screen(self, text: str, context: Sequence[str] = ()) -> SafetyResult:
         """Screen the latest user message, alone and together with the recent context (oldest first).
 
-        Returns the higher of the two verdicts. ``language`` is detected from the latest message's script.
+        Returns the highest verdict over :meth:`RiskModel.rows` (the message, its pieces when long, the window with
+        its context). ``language`` is detected from the latest message's script.
         """
         latest = text[-2 * self.model.max_chars :]
         language = detect_language(latest)
         if not latest.strip():
             return SafetyResult(language=language)
-        if len(latest) <= CHUNK_CHARS:
-            result = self.model.verdict(latest, language)
-        else:  # a long message: judged whole and piece by piece, so one risky sentence is not diluted
-            level, categories = decide_rows(*self.model.long_text_probabilities(latest), self.model.thresholds)
-            result = SafetyResult(level=level, categories=categories, language=language)
-        if context and len(latest) < self.model.max_chars:
-            window = join_window(context, latest, self.model.max_chars)
-            result = higher(result, self.model.verdict(window, language))
-        return result
+        level_rows, category_rows = self.model.rows(latest, context)
+        if len(level_rows) == 1:  # a short message without context (most of them): the scalar decision is quicker
+            level, categories = decide(level_rows[0], category_rows[0], self.model.thresholds)
+        else:
+            level, categories = decide_rows(level_rows, category_rows, self.model.thresholds)
+        return SafetyResult(level=level, categories=categories, language=language)
 
 
 def _read(path: Path) -> dict[str, Any]:
