@@ -122,6 +122,16 @@ class SafetyClassifierConfig:
         default_factory=lambda: [8.0],
         metadata={"help": "level model C grid (default: the shipped artefact's; CV chose 8 among 8, 16, 32)"},
     )
+    level_model: Literal["logistic", "mlp"] = field(
+        default="logistic",
+        metadata={
+            "help": "level model: multinomial logistic regression, or one hidden layer over the same features "
+            "(training/safety_mlp.py; --level_c is then not used)"
+        },
+    )
+    hidden: int = field(default=64, metadata={"help": "--level_model mlp: hidden units"})
+    epochs: int = field(default=2, metadata={"help": "--level_model mlp: passes over the training items"})
+    dropout: float = field(default=0.5, metadata={"help": "--level_model mlp: dropout on the hidden units"})
     level_class_weight: list[Literal["balanced", "none"]] = field(
         default_factory=lambda: ["balanced"], metadata={"help": "level model class_weight grid"}
     )
@@ -435,20 +445,33 @@ def lexical_features(texts: Sequence[str]) -> npt.NDArray[np.float64]:
 
 @dataclass(frozen=True, order=True)
 class LevelSetting:
-    """Hyperparameters of the level model."""
+    """Hyperparameters of the level model (``c`` is the logistic regression's; None for the hidden layer)."""
 
-    c: float
+    c: float | None
     class_weight: str
     ordinary_weight: float
 
     def __str__(self) -> str:
-        return f"C={self.c:g} class_weight={self.class_weight} ordinary_weight={self.ordinary_weight:g}"
+        model = "hidden layer" if self.c is None else f"C={self.c:g}"
+        return f"{model} class_weight={self.class_weight} ordinary_weight={self.ordinary_weight:g}"
 
 
-def _level_model(setting: LevelSetting, max_iter: int) -> Any:
+def _level_model(setting: LevelSetting, config: SafetyClassifierConfig, quiet: bool = True) -> Any:
+    """A fresh level model: a logistic regression, or (``c`` None) the hidden-layer network of ``config``."""
+    if setting.c is None:
+        from training.safety_mlp import HiddenLayerClassifier
+
+        return HiddenLayerClassifier(
+            hidden=config.hidden,
+            epochs=config.epochs,
+            dropout=config.dropout,
+            seed=config.seed,
+            threads=config.threads,
+            quiet=quiet,
+        )
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=setting.c, max_iter=max_iter, solver="lbfgs")
+    return LogisticRegression(C=setting.c, max_iter=config.max_iter, solver="lbfgs")
 
 
 def sample_weights(docs: Docs, rows: npt.NDArray[np.int64], setting: LevelSetting) -> npt.NDArray[np.float64]:
@@ -492,12 +515,8 @@ class OutOfFold:
 
 def level_settings(config: SafetyClassifierConfig) -> list[LevelSetting]:
     """The level model's hyperparameter grid."""
-    return [
-        LevelSetting(c, cw, w)
-        for c in config.level_c
-        for cw in config.level_class_weight
-        for w in config.ordinary_weight
-    ]
+    grid: list[float | None] = [None] if config.level_model == "mlp" else list(config.level_c)
+    return [LevelSetting(c, cw, w) for c in grid for cw in config.level_class_weight for w in config.ordinary_weight]
 
 
 def cross_validate(
@@ -527,7 +546,7 @@ def cross_validate(
         conv_test_rows = conv_rows[test_conv]
         for setting, oof in level_oof.items():
             weights = sample_weights(docs, train, setting)
-            model = _level_model(setting, config.max_iter).fit(x[train], docs.y_level[train], sample_weight=weights)
+            model = _level_model(setting, config).fit(x[train], docs.y_level[train], sample_weight=weights)
             oof.level[test] = model.predict_proba(x[test])
             if conv_test_rows.size:
                 oof.level_latest[conv_test_rows] = model.predict_proba(x_latest[test_conv])
@@ -915,7 +934,8 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
     lexical_report: dict[str, Any] | None = None
     if config.compare_lexical:
         lex = lexical_features(docs.window)
-        single = SafetyClassifierConfig(**{**asdict(config), "level_c": [level_setting.c],
+        level_c = config.level_c if level_setting.c is None else [level_setting.c]
+        single = SafetyClassifierConfig(**{**asdict(config), "level_c": level_c,
                                            "level_class_weight": [level_setting.class_weight],
                                            "ordinary_weight": [level_setting.ordinary_weight],
                                            "category_c": [category_c]})  # fmt: skip
@@ -941,7 +961,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
     all_rows = np.arange(len(items), dtype=np.int64)
     featurizer = fit_featurizer(docs, all_rows, config.min_df)
     x = to_matrix(featurizer, docs.window)
-    level_model = _level_model(level_setting, config.max_iter).fit(
+    level_model = _level_model(level_setting, config, quiet=False).fit(
         x, docs.y_level, sample_weight=sample_weights(docs, all_rows, level_setting)
     )
     risky = all_rows[docs.y_level > 0]
@@ -1023,7 +1043,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         "format": ARTEFACT_FORMAT,
         "sklearn_version": sklearn.__version__,
         "featurizer": featurizer.to_state(),
-        "level_model": level_model,
+        "level_model": level_model.export() if level_setting.c is None else level_model,
         "category_models": category_models,
         "thresholds": thresholds.to_dict(),
         "max_chars": MAX_CHARS,
@@ -1049,6 +1069,20 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------ data card
+
+
+def _level_model_text(chosen: dict[str, Any], config: dict[str, Any]) -> str:
+    """The level model as the data card names it."""
+    if chosen["level_c"] is None:
+        return (
+            f"one hidden layer of {config['hidden']} ReLU units over the features, then softmax "
+            f"(training/safety_mlp.py: Adam, {config['epochs']} epochs, dropout {config['dropout']:g})"
+        )
+    return f"multinomial logistic regression, C={chosen['level_c']:g}"
+
+
+def _level_setting_text(c: float | None) -> str:
+    return "hidden layer" if c is None else f"C={c:g}"
 
 
 def _pct(value: float | None) -> str:
@@ -1101,7 +1135,7 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         f"({feats['n_word']:,}), n-grams in at least {feats['min_df']} training documents, kept as 64-bit hashes "
         f"(exact vocabulary; the artefact holds no n-gram text); the last {feats['max_chars']:,} characters of a text"
         + ("; English words in a negation's scope are their own word features" if feats.get("negation") else ""),
-        f"- level: multinomial logistic regression, C={chosen['level_c']:g}, "
+        f"- level: {_level_model_text(chosen, report['config'])}, "
         f"class_weight={chosen['level_class_weight']}, ordinary-chat items weighing "
         f"{chosen.get('ordinary_weight', 1.0):g} x the hard negatives",
         f"- categories: one binary logistic regression per category on risky items, C={chosen['category_c']:g}, "
@@ -1346,7 +1380,7 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
     lines += ["", "Grid (cost at each setting's best thresholds):", ""]
     for row in report["cv_grid"]:
         lines.append(
-            f"- level C={row['level_c']:g}, class_weight={row['class_weight']}, ordinary_weight="
+            f"- level {_level_setting_text(row['level_c'])}, class_weight={row['class_weight']}, ordinary_weight="
             f"{row.get('ordinary_weight', 1.0):g}: cost {row['cost']} (high >= {row['high']}, flag >= {row['flag']})"
         )
     lex = report["lexical_comparison"]

@@ -11,14 +11,16 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
 import pytest
+from scipy.sparse import csr_matrix, vstack
 
 from app.chat.safety import RiskLevel, SafetyScreen
-from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, SafetyModelError
-from app.chat.safety.features import MAX_CHARS, prepare
+from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, RiskModel, SafetyModelError
+from app.chat.safety.features import MAX_CHARS, piece_starts, prepare
 from app.chat.safety.gate import HIGH_RISK_HOLD_TURNS, screen_conversation
 from app.core.messages import Message
 
@@ -58,7 +60,9 @@ def test_runtime_scores_match_scikit_learn(screen: LearnedSafetyScreen) -> None:
             (values.astype(np.float64), indices, [0, indices.size]), shape=(1, model.featurizer.n_features)
         )
         level, cats = model.probabilities(text)
-        np.testing.assert_allclose(level, data["level_model"].predict_proba(row)[0], atol=1e-4)
+        level_model = data["level_model"]
+        trained = _network(level_model) if isinstance(level_model, dict) else level_model  # a hidden layer's arrays
+        np.testing.assert_allclose(level, trained.predict_proba(row)[0], atol=1e-4)
         expected = [m.predict_proba(row)[0, 1] for m in data["category_models"]]
         np.testing.assert_allclose(cats, expected, atol=1e-4)
 
@@ -446,6 +450,65 @@ def test_training_with_negation_features_ships_them_in_the_artefact(tmp_path: Pa
     indices, _ = featurizer.transform(denial)
     found = {int(featurizer.word_keys[i - n_char]) for i in indices.tolist() if i >= n_char}
     assert found == marked & vocabulary  # the runtime looks the marked words up, never the plain ones
+
+
+def test_training_a_hidden_layer_ships_arrays_the_runtime_scores_as_training_did(tmp_path: Path) -> None:
+    """--level_model mlp: the artefact holds plain arrays (no PyTorch at runtime), the runtime's numpy scores equal
+    the trained network's on the same rows (short messages, and a long one judged whole and in pieces), and the data
+    card names the model."""
+    from training.safety_classifier import SafetyClassifierConfig, main, to_matrix
+
+    out = tmp_path / "rc.joblib"
+    config = SafetyClassifierConfig(
+        out=out, limit=300, folds=3, level_model="mlp", hidden=8, epochs=2, ordinary_weight=[1.0],
+        category_c=[4.0], compare_lexical=False, max_iter=500, esconv=False,
+    )  # fmt: skip
+    report = main(config)
+    assert report["chosen"]["level_c"] is None
+    assert "one hidden layer of 8 ReLU units" in (tmp_path / "DATA_CARD.md").read_text(encoding="utf-8")
+    data = joblib.load(out)
+    level = data["level_model"]
+    assert level["kind"] == "mlp" and level["w1"].dtype == np.float16 and level["w2"].shape == (8, 3)
+    model = LearnedSafetyScreen.load(out).model
+    assert model.hidden is not None and model.hidden.size == 8
+    network = _network(level)
+    texts = ["i can't stop thinking about ending it", "我不想活了", "see you at lunch", ""]
+    expected = network.predict_proba(to_matrix(model.featurizer, [prepare(t) for t in texts]))
+    for text, row in zip(texts, expected, strict=True):
+        np.testing.assert_allclose(model.probabilities(text)[0], row, atol=1e-5)
+    long_text = "the bus was late and work ran long. " * 20 + "i keep thinking everyone would be better off without me."
+    norm = prepare(long_text, model.max_chars)
+    piece, features, counts = model.featurizer.piece_counts(norm, piece_starts(norm))
+    rows = [_tfidf_row(model, features, counts)]  # the whole text: its pieces' counts summed
+    rows += [_tfidf_row(model, features[piece == p], counts[piece == p]) for p in range(int(piece.max()) + 1)]
+    whole_and_pieces, _ = model.long_text_probabilities(long_text)
+    assert whole_and_pieces.shape[0] == len(rows) > 2
+    np.testing.assert_allclose(whole_and_pieces, network.predict_proba(vstack(rows)), atol=1e-5)
+
+
+def _network(arrays: dict[str, np.ndarray]) -> Any:
+    """The training-side network holding an artefact's hidden-layer arrays (it scores as training scored)."""
+    from training.safety_mlp import HiddenLayerClassifier
+
+    network = HiddenLayerClassifier(hidden=int(arrays["w2"].shape[0]))
+    network.classes_ = np.arange(3)
+    network._arrays = {name: np.asarray(arrays[name], dtype=np.float32) for name in ("w1", "b1", "w2", "b2")}
+    return network
+
+
+def _tfidf_row(model: RiskModel, features: np.ndarray, counts: np.ndarray) -> csr_matrix:
+    """One CSR row written out: counts summed per feature, (1 + ln tf) x idf, each block L2-normalised."""
+    totals: dict[int, int] = {}
+    for f, c in zip(features.tolist(), counts.tolist(), strict=True):
+        totals[f] = totals.get(f, 0) + c
+    n_char = model.featurizer.char_keys.size
+    row = np.zeros(model.featurizer.n_features)
+    for block in (True, False):
+        feats = np.array(sorted(f for f in totals if (f < n_char) == block), dtype=np.int64)
+        if feats.size:
+            values = (1 + np.log([totals[f] for f in feats])) * model.featurizer.all_idf[feats]
+            row[feats] = values / np.sqrt((values**2).sum())
+    return csr_matrix(row)
 
 
 def test_the_hard_negative_cap_can_leave_out_a_pass_of_look_alikes() -> None:

@@ -74,7 +74,10 @@ def _plain_logits(screen: LearnedSafetyScreen, counts: Counter[int]) -> np.ndarr
         values = (1 + np.log([counts[f] for f in feats])) * model.featurizer.all_idf[feats]
         values /= np.sqrt((values**2).sum())
         logits += values @ model.weights[feats].astype(np.float64)
-    return logits
+    level = logits[:-4]
+    if model.hidden is not None:  # a hidden layer: those columns are its pre-activations
+        level = np.maximum(level, 0) @ model.hidden.w2.astype(np.float64) + model.hidden.b2
+    return np.concatenate([level, logits[-4:]])
 
 
 def test_a_long_message_scores_as_its_whole_and_its_pieces_would(screen: LearnedSafetyScreen) -> None:

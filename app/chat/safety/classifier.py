@@ -122,8 +122,25 @@ def higher(a: SafetyResult, b: SafetyResult) -> SafetyResult:
     return SafetyResult(level=a.level, categories=merged, language=a.language)
 
 
+@dataclass(frozen=True)
+class HiddenLayer:
+    """The level model's hidden layer, when it has one (``--level_model mlp``): the first ``size`` columns of the
+    features' dot product (plus bias) are its pre-activations, and the level logits are ``relu(h) @ w2 + b2``."""
+
+    w2: npt.NDArray[np.float32]
+    """(size, 3): hidden units to the level logits (none, elevated, high)."""
+    b2: npt.NDArray[np.float32]
+
+    @property
+    def size(self) -> int:
+        return int(self.w2.shape[0])
+
+
 class RiskModel:
-    """Featurizer + weights + thresholds: text in, probabilities out. Stateless after construction."""
+    """Featurizer + weights + thresholds: text in, probabilities out. Stateless after construction.
+
+    ``weights`` has one row per feature: the level columns (3 logits, or a hidden layer's pre-activations), then the
+    4 category logits, so one row gather serves both models."""
 
     def __init__(
         self,
@@ -132,27 +149,39 @@ class RiskModel:
         bias: npt.NDArray[np.float32],
         thresholds: Thresholds,
         max_chars: int = MAX_CHARS,
+        hidden: HiddenLayer | None = None,
     ) -> None:
-        if weights.shape != (featurizer.n_features, len(LEVELS) + len(CATEGORIES)):
-            raise ValueError(f"weights have shape {weights.shape}, expected ({featurizer.n_features}, 7)")
+        level_width = len(LEVELS) if hidden is None else hidden.size
+        expected = (featurizer.n_features, level_width + len(CATEGORIES))
+        if weights.shape != expected:
+            raise ValueError(f"weights have shape {weights.shape}, expected {expected}")
         self.featurizer = featurizer
         _ = featurizer.index  # the lookup table (~40 ms to build): now, not on the first message screened
         self.weights = np.ascontiguousarray(weights, dtype=np.float32)
         self.bias = np.asarray(bias, dtype=np.float32)
         self.thresholds = thresholds
         self.max_chars = max_chars
+        self.hidden = hidden
+
+    def _probabilities(
+        self, logits: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Rows of raw outputs (k, width) to level (k, 3) and category (k, 4) probabilities."""
+        level = logits[:, : -len(CATEGORIES)]
+        if self.hidden is not None:
+            level = np.maximum(level, 0.0) @ self.hidden.w2.astype(np.float64) + self.hidden.b2
+        level = level - level.max(axis=1, keepdims=True)
+        level_probs = np.exp(level) / np.exp(level).sum(axis=1, keepdims=True)
+        return level_probs, 1.0 / (1.0 + np.exp(-logits[:, -len(CATEGORIES) :]))
 
     def probabilities(self, text: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(P(none), P(elevated), P(high)) and P(category) for the last ``max_chars`` characters of ``text``."""
         indices, values = self.featurizer.transform(prepare(text, self.max_chars))
-        logits = (
-            values @ np.take(self.weights, indices, axis=0) if indices.size else np.zeros(7, np.float32)
-        ) + self.bias
-        logits = logits.astype(np.float64)
-        level = logits[:3] - logits[:3].max()
-        level_probs = np.exp(level) / np.exp(level).sum()
-        category_probs = 1.0 / (1.0 + np.exp(-logits[3:]))
-        return level_probs, category_probs
+        logits = self.bias.astype(np.float64)
+        if indices.size:
+            logits = logits + values @ np.take(self.weights, indices, axis=0)
+        level, category = self._probabilities(logits[None, :])
+        return level[0], category[0]
 
     def long_text_probabilities(self, text: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Level (k + 1, 3) and category (k + 1, 4) probabilities of a long text: row 0 for the whole text (its last
@@ -185,9 +214,7 @@ class RiskModel:
             tfidf[(piece + 1) * features.size + inverse] = piece_weights(counts, idf, piece_block, 2 * k)
             rows = np.take(self.weights, features, axis=0)  # np.take: about 3x faster than [] for a row gather
             logits += tfidf.reshape(k + 1, features.size) @ rows
-        level = logits[:, :3] - logits[:, :3].max(axis=1, keepdims=True)
-        level_probs = np.exp(level) / np.exp(level).sum(axis=1, keepdims=True)
-        return level_probs, 1.0 / (1.0 + np.exp(-logits[:, 3:]))
+        return self._probabilities(logits)
 
     def rows(self, latest: str, context: Sequence[str] = ()) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Every (level, category) probability row the screen decides from: the latest message, and its pieces when
@@ -205,15 +232,31 @@ class RiskModel:
 
     @classmethod
     def from_artefact(cls, data: dict[str, Any]) -> RiskModel:
-        """Build from the artefact's dict (the fitted scikit-learn models supply the weights)."""
+        """Build from the artefact's dict: the level model is a fitted scikit-learn logistic regression, or a hidden
+        layer's plain arrays (``{"kind": "mlp", "w1", "b1", "w2", "b2"}``); the category models supply the rest."""
         level_model = data["level_model"]
-        if [int(c) for c in level_model.classes_] != list(range(len(LEVELS))):  # level indices: none, elevated, high
-            raise ValueError(f"level model classes {list(level_model.classes_)} are not 0, 1, 2 (none/elevated/high)")
         category_models = data["category_models"]
         if len(category_models) != len(CATEGORIES):
             raise ValueError(f"expected {len(CATEGORIES)} category models, got {len(category_models)}")
-        columns = [np.asarray(level_model.coef_, dtype=np.float64).T]
-        bias = [np.asarray(level_model.intercept_, dtype=np.float64)]
+        hidden: HiddenLayer | None = None
+        columns: list[npt.NDArray[np.float64]]
+        bias: list[npt.NDArray[np.float64]]
+        if isinstance(level_model, dict):
+            if level_model.get("kind") != "mlp":
+                raise ValueError(f"unknown level model kind {level_model.get('kind')!r}")
+            w2 = np.asarray(level_model["w2"], dtype=np.float32)
+            if w2.ndim != 2 or w2.shape[1] != len(LEVELS):
+                raise ValueError(f"hidden layer w2 has shape {w2.shape}, expected (hidden, 3)")
+            hidden = HiddenLayer(w2, np.asarray(level_model["b2"], dtype=np.float32))
+            columns = [np.asarray(level_model["w1"], dtype=np.float64)]
+            bias = [np.asarray(level_model["b1"], dtype=np.float64)]
+        else:
+            if [int(c) for c in level_model.classes_] != list(range(len(LEVELS))):  # none, elevated, high
+                raise ValueError(
+                    f"level model classes {list(level_model.classes_)} are not 0, 1, 2 (none/elevated/high)"
+                )
+            columns = [np.asarray(level_model.coef_, dtype=np.float64).T]
+            bias = [np.asarray(level_model.intercept_, dtype=np.float64)]
         for model in category_models:
             columns.append(np.asarray(model.coef_, dtype=np.float64).reshape(1, -1).T)
             bias.append(np.asarray(model.intercept_, dtype=np.float64).reshape(1))
@@ -223,6 +266,7 @@ class RiskModel:
             np.concatenate(bias).astype(np.float32),
             Thresholds.from_dict(data["thresholds"]),
             int(data.get("max_chars", MAX_CHARS)),
+            hidden,
         )
 
 
