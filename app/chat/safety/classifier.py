@@ -1,12 +1,13 @@
-"""The learned risk screen, :class:`LearnedSafetyScreen`: linear models over character and word n-grams.
+"""The learned risk screen, :class:`LearnedSafetyScreen`: small models over character and word n-grams.
 
 The artefact ``model/risk_classifier.joblib`` (built by ``python -m training.safety_classifier``; see
 ``model/DATA_CARD.md`` for the data, the procedure and the cross-validated numbers) holds:
 
 * a fitted :class:`~app.chat.safety.features.Featurizer` vocabulary (TF-IDF over character 1-4-grams and word
   1-2-grams, English and Chinese alike), as 64-bit hashes of the n-grams, never their text;
-* a multinomial logistic regression for the level (none / elevated / high) and one binary logistic regression per
-  category (suicide, self_harm, harm_to_others, abuse), trained on risky messages;
+* a model for the level (none / elevated / high): a multinomial logistic regression, or one hidden layer of ReLU
+  units over the same features (:class:`HiddenLayer`; ``model/DATA_CARD.md`` says which one ships); and one binary
+  logistic regression per category (suicide, self_harm, harm_to_others, abuse), trained on risky messages;
 * decision thresholds chosen by cross-validation, biased toward recall on ``high``: the level is ``high`` when
   P(high) >= ``high``, else ``elevated`` when P(elevated) + P(high) >= ``flag``, else ``none``; the categories are
   those whose probability passes their threshold, or the most probable one when none does.
@@ -21,7 +22,8 @@ millisecond on one core).
 
 The model is loaded once, at start-up, by :meth:`LearnedSafetyScreen.load`; a missing file or one made by an
 incompatible scikit-learn fails there with :class:`SafetyModelError` naming the file. Scoring is a sparse dot product
-in numpy (scikit-learn is needed only to read the artefact). Nothing here logs or keeps message text.
+(and, with a hidden layer, a small dense one) in numpy; scikit-learn is needed only to read the artefact. Nothing
+here logs or keeps message text.
 """
 
 from __future__ import annotations
