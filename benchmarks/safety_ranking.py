@@ -12,7 +12,11 @@ sentence-aligned pieces too when it is long) and, with context, the window of re
 
 * flagged: AUC of P(elevated) + P(high), risky items against hard negatives (``level == none``, group ``neg.*``);
 * high: AUC of P(high), high items against hard negatives;
-* high vs elevated: AUC of P(high), high items against elevated ones.
+* high vs elevated: AUC of P(high), high items against elevated ones;
+* at the target false-positive rate (issue 12: at most 5% of hard negatives flagged): the share of high items
+  flagged at the lowest threshold on P(elevated) + P(high) that flags at most that share of the set's hard negatives,
+  and likewise the share judged high by P(high). Each set picks its own best threshold here, so these are upper bounds
+  of what any threshold could give this model on that set, not what the shipped thresholds give.
 
 An AUC is the chance that a random positive scores above a random negative (ties count half). Results go to
 ``benchmarks/results/safety_ranking.json`` (git SHA, date, machine, each artefact's sha256). The final test set is not
@@ -67,6 +71,22 @@ def auc(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.float64]) ->
     return round(float(np.mean((pos > neg) + 0.5 * (pos == neg))), 4)
 
 
+TARGET_FPR = 0.05
+"""Issue 12's ceiling on the share of hard negatives flagged."""
+
+
+def recall_at_fpr(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.float64], max_fpr: float) -> float | None:
+    """Share of ``positive`` above the lowest threshold that puts at most ``max_fpr`` of ``negative`` at or above it
+    (a score must beat the first negative that would exceed the budget); None when a side is empty."""
+    if positive.size == 0 or negative.size == 0:
+        return None
+    allowed = int(np.floor(max_fpr * negative.size + 1e-9))
+    if allowed >= negative.size:
+        return 1.0
+    bar = np.sort(negative)[::-1][allowed]  # the highest negative that must stay below the threshold
+    return round(float(np.mean(positive > bar)), 4)
+
+
 def scores(model: RiskModel, example: Example) -> tuple[float, float]:
     """(P(elevated) + P(high), P(high)), each the highest over the rows the screen decides this item from."""
     level, _ = model.rows(example.text[-2 * model.max_chars :], example.context)
@@ -87,6 +107,8 @@ def ranking(model: RiskModel, examples: Sequence[Example]) -> dict[str, Any]:
             "flagged": auc(flag[lv != "none"], flag[hn]),
             "high": auc(high[lv == "high"], high[hn]),
             "high_vs_elevated": auc(high[lv == "high"], high[lv == "elevated"]),
+            "high_flagged_at_target_fpr": recall_at_fpr(flag[lv == "high"], flag[hn], TARGET_FPR),
+            "high_as_high_at_target_fpr": recall_at_fpr(high[lv == "high"], high[hn], TARGET_FPR),
         }
 
     everything = np.ones(len(examples), dtype=bool)
@@ -105,7 +127,8 @@ def main(config: RankingConfig) -> int:
         },
         "sets": {},
     }
-    print(f"{'set':<12}{'model':<16}{'scope':<6}{'flagged':>9}{'high':>9}{'high vs elevated':>18}")
+    print(f"AUC, then high-risk items flagged / judged high at a hard-negative FPR <= {TARGET_FPR} (best threshold)")
+    print(f"{'set':<12}{'model':<16}{'scope':<6}{'flagged':>9}{'high':>9}{'high vs elevated':>18}{'at FPR':>16}")
     for set_name, examples in sets.items():
         results["sets"][set_name] = {}
         for name, model in models.items():
@@ -113,7 +136,8 @@ def main(config: RankingConfig) -> int:
             results["sets"][set_name][name] = report
             for scope, figures in report.items():
                 cells = [f"{figures[k]:.3f}" if figures[k] is not None else "n/a" for k in figures]
-                print(f"{set_name:<12}{name:<16}{scope:<6}{cells[0]:>9}{cells[1]:>9}{cells[2]:>18}")
+                at = f"{cells[3]} / {cells[4]}"
+                print(f"{set_name:<12}{name:<16}{scope:<6}{cells[0]:>9}{cells[1]:>9}{cells[2]:>18}{at:>16}")
     write_results(config.out, started, results)
     return 0
 

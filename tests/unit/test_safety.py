@@ -493,6 +493,10 @@ def test_ranking_benchmark_scores_risk_above_its_look_alikes() -> None:
     assert ranking.auc(np.array([0.1]), np.array([0.9])) == 0.0
     assert ranking.auc(np.array([0.5]), np.array([0.5])) == 0.5
     assert ranking.auc(np.array([]), np.array([0.5])) is None
+    negatives = np.linspace(0.0, 0.99, 100)  # 5% of them (0.95 .. 0.99) may be flagged
+    assert ranking.recall_at_fpr(np.array([0.2, 0.95, 0.96, 0.995]), negatives, 0.05) == 0.75
+    assert ranking.recall_at_fpr(np.array([0.94]), negatives, 0.05) == 0.0  # flagging it would flag 6 negatives
+    assert ranking.recall_at_fpr(np.array([0.5]), np.array([]), 0.05) is None
     bench = _bench()
     examples = [
         bench.Example(
