@@ -453,8 +453,8 @@ class LevelSetting:
     ordinary_weight: float
 
     def __str__(self) -> str:
-        model = "hidden layer" if self.c is None else f"C={self.c:g}"
-        return f"{model} class_weight={self.class_weight} ordinary_weight={self.ordinary_weight:g}"
+        weights = f"class_weight={self.class_weight} ordinary_weight={self.ordinary_weight:g}"
+        return f"{_level_setting_text(self.c)} {weights}"
 
 
 def _level_model(setting: LevelSetting, config: SafetyClassifierConfig, quiet: bool = True) -> Any:
@@ -1083,6 +1083,7 @@ def _level_model_text(chosen: dict[str, Any], config: dict[str, Any]) -> str:
 
 
 def _level_setting_text(c: float | None) -> str:
+    """A level setting's model, as logs and the data card's grid name it."""
     return "hidden layer" if c is None else f"C={c:g}"
 
 

@@ -102,6 +102,14 @@ class HiddenLayerClassifier:
         probs = np.exp(logits)
         return np.asarray(probs / probs.sum(axis=1, keepdims=True), dtype=np.float64)
 
+    @classmethod
+    def from_export(cls, level_model: dict[str, Any]) -> HiddenLayerClassifier:
+        """The network of an artefact's ``level_model`` (:meth:`export`), scoring as it did when it was trained."""
+        network = cls(hidden=int(level_model["w2"].shape[0]))
+        network.classes_ = np.arange(3, dtype=np.int64)
+        network._arrays = {name: np.asarray(level_model[name], dtype=np.float32) for name in ("w1", "b1", "w2", "b2")}
+        return network
+
     def export(self) -> dict[str, Any]:
         """The artefact's ``level_model``: plain arrays the runtime reads without PyTorch or this class."""
         if not self._arrays:

@@ -490,10 +490,7 @@ def _network(arrays: dict[str, np.ndarray]) -> Any:
     """The training-side network holding an artefact's hidden-layer arrays (it scores as training scored)."""
     from training.safety_mlp import HiddenLayerClassifier
 
-    network = HiddenLayerClassifier(hidden=int(arrays["w2"].shape[0]))
-    network.classes_ = np.arange(3)
-    network._arrays = {name: np.asarray(arrays[name], dtype=np.float32) for name in ("w1", "b1", "w2", "b2")}
-    return network
+    return HiddenLayerClassifier.from_export(arrays)
 
 
 def _tfidf_row(model: RiskModel, features: np.ndarray, counts: np.ndarray) -> csr_matrix:

@@ -129,9 +129,9 @@ class HiddenLayer:
     """The level model's hidden layer, when it has one (``--level_model mlp``): the first ``size`` columns of the
     features' dot product (plus bias) are its pre-activations, and the level logits are ``relu(h) @ w2 + b2``."""
 
-    w2: npt.NDArray[np.float32]
-    """(size, 3): hidden units to the level logits (none, elevated, high)."""
-    b2: npt.NDArray[np.float32]
+    w2: npt.NDArray[np.float64]
+    """(size, 3): hidden units to the level logits (none, elevated, high); float64, as the logits are."""
+    b2: npt.NDArray[np.float64]
 
     @property
     def size(self) -> int:
@@ -171,7 +171,7 @@ class RiskModel:
         """Rows of raw outputs (k, width) to level (k, 3) and category (k, 4) probabilities."""
         level = logits[:, : -len(CATEGORIES)]
         if self.hidden is not None:
-            level = np.maximum(level, 0.0) @ self.hidden.w2.astype(np.float64) + self.hidden.b2
+            level = np.maximum(level, 0.0) @ self.hidden.w2 + self.hidden.b2
         level = level - level.max(axis=1, keepdims=True)
         level_probs = np.exp(level) / np.exp(level).sum(axis=1, keepdims=True)
         return level_probs, 1.0 / (1.0 + np.exp(-logits[:, -len(CATEGORIES) :]))
@@ -246,10 +246,10 @@ class RiskModel:
         if isinstance(level_model, dict):
             if level_model.get("kind") != "mlp":
                 raise ValueError(f"unknown level model kind {level_model.get('kind')!r}")
-            w2 = np.asarray(level_model["w2"], dtype=np.float32)
+            w2 = np.asarray(level_model["w2"], dtype=np.float64)
             if w2.ndim != 2 or w2.shape[1] != len(LEVELS):
                 raise ValueError(f"hidden layer w2 has shape {w2.shape}, expected (hidden, 3)")
-            hidden = HiddenLayer(w2, np.asarray(level_model["b2"], dtype=np.float32))
+            hidden = HiddenLayer(w2, np.asarray(level_model["b2"], dtype=np.float64))
             columns = [np.asarray(level_model["w1"], dtype=np.float64)]
             bias = [np.asarray(level_model["b1"], dtype=np.float64)]
         else:
