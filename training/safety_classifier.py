@@ -157,6 +157,10 @@ class SafetyClassifierConfig:
             "help": "add ordinary-chat negatives from ESConv's train split (read at training time, never stored)"
         },
     )
+    esconv_supporter: bool = field(
+        default=False,
+        metadata={"help": "also ESConv train's supporter turns as ordinary-chat negatives (not in the ordinary caps)"},
+    )
     mix: bool = field(
         default=True,
         metadata={"help": "also train on each risky message with a piece of ordinary chat around it (same level)"},
@@ -862,7 +866,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
     esconv_items: list[dict[str, Any]] = []
     esconv_stats: dict[str, int] | None = None
     if config.esconv:
-        esconv_items, esconv_stats = esconv_negatives(config.esconv_dir)
+        esconv_items, esconv_stats = esconv_negatives(config.esconv_dir, supporter=config.esconv_supporter)
         esconv_items = _subset_groups(esconv_items, config.limit, config.seed)
         print(f"      ESConv train, ordinary-chat negatives: {len(esconv_items)} items; {esconv_stats}", flush=True)
     mixed = mixed_items(corpus_items, esconv_items, config.seed) if config.mix else []
@@ -1219,8 +1223,16 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
             " a few real disclosures, and labelling them none would teach the screen to miss them. Each remaining"
             f" turn is an item alone ({counts.get('alone', 0):,}), with up to 4 earlier turns as context when all of"
             f" them are clean ({counts.get('windows', 0):,}), and in pieces when over 200 characters"
-            f" ({counts.get('pieces', 0):,}): {esconv['items']:,} items, grouped by dialogue in cross-validation."
-            " ESConv's valid split is never read by training; it measures ordinary-chat false positives (below).",
+            f" ({counts.get('pieces', 0):,})"
+            + (
+                f"; the supporters' turns too (`--esconv_supporter`: {counts['supporter']:,} alone, "
+                f"{counts.get('supporter_dropped', 0)} left out by the same two rules), which the caps on ordinary"
+                " chat do not count (users send seeker-like messages)"
+                if counts.get("supporter")
+                else ""
+            )
+            + f": {esconv['items']:,} items, grouped by dialogue in cross-validation. ESConv's valid split is never"
+            " read by training; it measures ordinary-chat false positives (below).",
             "",
         ]
         left_out = esconv.get("left_out_screened")

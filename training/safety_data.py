@@ -840,8 +840,9 @@ def esconv_message(item_id: str) -> tuple[str, str] | None:
     return match.group("message"), "window" if kind == "w" else "piece" if kind.startswith("p") else "alone"
 
 
-def _esconv_train_seeker_turns(esconv_dir: Path | None) -> list[list[str]]:
-    """The seeker turns of each dialogue of ESConv's train split; SafetyDataError saying how to fix a missing one."""
+def _esconv_train_seeker_turns(esconv_dir: Path | None, role: str = "seeker") -> list[list[str]]:
+    """The seeker (or ``role``) turns of each dialogue of ESConv's train split; SafetyDataError saying how to fix a
+    missing one."""
     from training.esconv import ENV_DIR, EsconvError, default_esconv_dir, import_esconv
 
     folder = esconv_dir or default_esconv_dir()
@@ -855,7 +856,7 @@ def _esconv_train_seeker_turns(esconv_dir: Path | None) -> list[list[str]]:
         dialogues, _ = import_esconv(folder, split="train")
     except EsconvError as exc:
         raise SafetyDataError(f"ESConv: {exc}") from None
-    return [[turn.content for turn in d.turns if turn.role == "seeker"] for d in dialogues]
+    return [[turn.content for turn in d.turns if turn.role == role] for d in dialogues]
 
 
 def esconv_left_out(esconv_dir: Path | None = None) -> dict[str, list[str]]:
@@ -876,7 +877,7 @@ def esconv_left_out(esconv_dir: Path | None = None) -> dict[str, list[str]]:
 
 
 def esconv_negatives(
-    esconv_dir: Path | None = None, *, windows: bool = True, pieces: bool = True
+    esconv_dir: Path | None = None, *, windows: bool = True, pieces: bool = True, supporter: bool = False
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Ordinary-chat negatives (level ``none``) from the seeker turns of ESConv's TRAIN split, read now, never stored.
 
@@ -941,6 +942,14 @@ def esconv_negatives(
                 for k, (a, b) in enumerate(zip(starts, [*starts[1:], len(norm)], strict=True)):
                     items.append(item(f"{key}p{k}", norm[a:b], ()))
                     stats["pieces"] += 1
+    if supporter:
+        for d, turns in enumerate(_esconv_train_seeker_turns(esconv_dir, role="supporter")):
+            for t, text in enumerate(turns):
+                if lexical.screen(text).flagged or mentions_risk(text):
+                    stats["supporter_dropped"] += 1
+                    continue
+                items.append(item(f"esconv.train.en.{d:04d}.s{t:02d}", text, ()))
+                stats["supporter"] += 1
     return items, dict(stats)
 
 

@@ -194,6 +194,24 @@ def test_esconv_negatives_are_clean_train_turns_grouped_by_dialogue() -> None:
     assert len({seed_key(it["id"]) for it in items}) == stats["dialogues"]
 
 
+@pytest.mark.slow
+def test_esconv_supporter_turns_are_extra_negatives_outside_the_ordinary_chat_caps() -> None:
+    """``--esconv_supporter``: the supporters' clean turns join the negatives, grouped with their dialogue, but are
+    not seeker messages, so the caps on ordinary chat (what users send) and the mixed items never count them."""
+    if not (default_esconv_dir() / "train.jsonl").is_file():
+        pytest.skip(f"ESConv not found under {default_esconv_dir()}")
+    seeker, _ = esconv_negatives()
+    items, stats = esconv_negatives(supporter=True)
+    supporter = [it for it in items if it["id"].rsplit(".", 1)[1].startswith("s")]
+    assert items[: len(seeker)] == seeker and len(supporter) == stats["supporter"] >= 5000, stats
+    assert stats["supporter_dropped"] >= 50, stats
+    lexical = LexicalSafetyScreen()
+    for item in supporter:
+        assert esconv_message(item["id"]) is None and not item["context"]
+        assert seed_key(item["id"]) == item["id"].rsplit(".", 1)[0]  # its dialogue's fold
+        assert not mentions_risk(item["text"]) and not lexical.screen(item["text"]).flagged, item["id"]
+
+
 def test_slang_writes_sh_only_for_cutting_oneself() -> None:
     """The shorthand "sh" stands for self-harm: a hard negative about a paper cut or a kitchen accident must keep
     its word, or the screen learns that "sh" means no risk."""
