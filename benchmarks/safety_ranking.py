@@ -4,6 +4,7 @@ How to run (from the repository root):
 
     python benchmarks/safety_ranking.py          # the shipped artefact on dev, dev2 and the regression set
     python benchmarks/safety_ranking.py --models shipped /tmp/candidate.joblib --names shipped candidate
+    python benchmarks/safety_ranking.py --models /tmp/a.joblib /tmp/b.joblib /tmp/a.joblib+/tmp/b.joblib
 
 ``safety_bench.py`` measures a screen at its thresholds. Two artefacts can differ there because one ranks messages
 better or only because cross-validation put its thresholds elsewhere; this script separates the two. Per item it takes
@@ -17,6 +18,9 @@ sentence-aligned pieces too when it is long) and, with context, the window of re
   flagged at the lowest threshold on P(elevated) + P(high) that flags at most that share of the set's hard negatives,
   and likewise the share judged high by P(high). Each set picks its own best threshold here, so these are upper bounds
   of what any threshold could give this model on that set, not what the shipped thresholds give.
+
+A model given as ``A+B`` (``+`` between artefacts) is the mean of their level probabilities, row by row: how an
+ensemble of those artefacts would rank, before anyone builds one.
 
 An AUC is the chance that a random positive scores above a random negative (ties count half). Results go to
 ``benchmarks/results/safety_ranking.json`` (git SHA, date, machine, each artefact's sha256). The final test set is not
@@ -49,7 +53,8 @@ class RankingConfig:
     """Command-line options."""
 
     models: list[str] = field(
-        default_factory=lambda: ["shipped"], metadata={"help": "artefacts (.joblib), or 'shipped' for the default one"}
+        default_factory=lambda: ["shipped"],
+        metadata={"help": "artefacts (.joblib), 'shipped' for the default one, or A+B for the mean of artefacts"},
     )
     names: list[str] | None = field(default=None, metadata={"help": "a label per model (default: the file stem)"})
     sets: list[str] = field(
@@ -87,15 +92,16 @@ def recall_at_fpr(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.fl
     return round(float(np.mean(positive > bar)), 4)
 
 
-def scores(model: RiskModel, example: Example) -> tuple[float, float]:
-    """(P(elevated) + P(high), P(high)), each the highest over the rows the screen decides this item from."""
-    level, _ = model.rows(example.text[-2 * model.max_chars :], example.context)
+def scores(models: Sequence[RiskModel], example: Example) -> tuple[float, float]:
+    """(P(elevated) + P(high), P(high)), each the highest over the rows the screen decides this item from; with
+    several models, of the mean of their level probabilities (the rows are the same: they depend on the text)."""
+    level = np.mean([model.rows(example.text[-2 * model.max_chars :], example.context)[0] for model in models], axis=0)
     return float((level[:, 1] + level[:, 2]).max()), float(level[:, 2].max())
 
 
-def ranking(model: RiskModel, examples: Sequence[Example]) -> dict[str, Any]:
+def ranking(models: Sequence[RiskModel], examples: Sequence[Example]) -> dict[str, Any]:
     """The three AUCs, overall and per language."""
-    scored = np.array([scores(model, ex) for ex in examples])
+    scored = np.array([scores(models, ex) for ex in examples])
     level = np.array([ex.level.value for ex in examples])
     hard = np.array([ex.hard_negative for ex in examples])
     language = np.array([ex.language for ex in examples])
@@ -117,13 +123,15 @@ def ranking(model: RiskModel, examples: Sequence[Example]) -> dict[str, Any]:
 
 def main(config: RankingConfig) -> int:
     started = provenance()
-    paths = [DEFAULT_MODEL_PATH if m == "shipped" else Path(m) for m in config.models]
-    names = config.names or ["shipped" if m == "shipped" else Path(m).stem for m in config.models]
-    models = {name: LearnedSafetyScreen.load(path).model for name, path in zip(names, paths, strict=True)}
+    parts = [[DEFAULT_MODEL_PATH if m == "shipped" else Path(m) for m in spec.split("+")] for spec in config.models]
+    names = config.names or ["+".join(p.stem if p != DEFAULT_MODEL_PATH else "shipped" for p in ps) for ps in parts]
+    loaded = {path: LearnedSafetyScreen.load(path).model for ps in parts for path in ps}
+    models = {name: [loaded[path] for path in ps] for name, ps in zip(names, parts, strict=True)}
     sets = {name: load_set(name) for name in config.sets}
     results: dict[str, Any] = {
         "models": {
-            name: {"path": str(path), "sha256": file_sha256(path)} for name, path in zip(names, paths, strict=True)
+            name: [{"path": str(path), "sha256": file_sha256(path)} for path in ps]
+            for name, ps in zip(names, parts, strict=True)
         },
         "sets": {},
     }

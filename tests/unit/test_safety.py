@@ -486,7 +486,7 @@ def test_level_cost_weighs_a_missed_high_most() -> None:
 def test_ranking_benchmark_scores_risk_above_its_look_alikes() -> None:
     """benchmarks/safety_ranking.py: AUCs before any threshold (1 when every positive outranks every negative, 0.5
     for ties); on the shipped model a plain risky message outranks the idiom that shares its words."""
-    from app.chat.safety.classifier import LearnedSafetyScreen
+    from app.chat.safety.classifier import LearnedSafetyScreen, RiskModel
 
     ranking = _benchmark("safety_ranking")
     assert ranking.auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
@@ -509,9 +509,18 @@ def test_ranking_benchmark_scores_risk_above_its_look_alikes() -> None:
         bench.Example("我今晚就吞了攒的那些药", (), "zh", HIGH, ("suicide",), "x"),
         bench.Example("笑死我了，这游戏太难了", (), "zh", NONE, (), "neg.gaming"),
     ]
-    report = ranking.ranking(LearnedSafetyScreen.load().model, examples)
+    model = LearnedSafetyScreen.load().model
+    report = ranking.ranking([model], examples)
     assert report["all"]["flagged"] == 1.0 and report["all"]["high"] == 1.0
     assert report["zh"]["high_vs_elevated"] is None  # no elevated item in Chinese
+    # "A+B" ranks by the mean of the two artefacts' level probabilities (B here: the same model leaning to high)
+    bias = model.bias.copy()
+    bias[2] += 2.0
+    leaning = RiskModel(model.featurizer, model.weights, bias, model.thresholds, model.max_chars)
+    text = examples[1].text
+    mean = (model.probabilities(text)[0] + leaning.probabilities(text)[0]) / 2
+    assert ranking.scores([model, leaning], examples[1]) == pytest.approx((mean[1] + mean[2], mean[2]))
+    assert ranking.scores([model], examples[1])[1] < mean[2] < ranking.scores([leaning], examples[1])[1]
 
 
 def test_default_screen_holds_its_regression_level() -> None:
