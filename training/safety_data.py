@@ -840,9 +840,9 @@ def esconv_message(item_id: str) -> tuple[str, str] | None:
     return match.group("message"), "window" if kind == "w" else "piece" if kind.startswith("p") else "alone"
 
 
-def _esconv_train_seeker_turns(esconv_dir: Path | None, role: str = "seeker") -> list[list[str]]:
-    """The seeker (or ``role``) turns of each dialogue of ESConv's train split; SafetyDataError saying how to fix a
-    missing one."""
+def _esconv_train_turns(esconv_dir: Path | None, role: str = "seeker") -> list[list[str]]:
+    """The ``role`` (seeker or supporter) turns of each dialogue of ESConv's train split; SafetyDataError saying how
+    to fix a missing one."""
     from training.esconv import ENV_DIR, EsconvError, default_esconv_dir, import_esconv
 
     folder = esconv_dir or default_esconv_dir()
@@ -867,7 +867,7 @@ def esconv_left_out(esconv_dir: Path | None = None) -> dict[str, list[str]]:
 
     lexical = LexicalSafetyScreen()
     out: dict[str, list[str]] = {"lexical": [], "risk_words": []}
-    for turns in _esconv_train_seeker_turns(esconv_dir):
+    for turns in _esconv_train_turns(esconv_dir):
         for text in turns:
             if lexical.screen(text).flagged:
                 out["lexical"].append(text)
@@ -885,9 +885,11 @@ def esconv_negatives(
     lexical screen flags nor :data:`RISK_WORDS` matches: the turn alone (id ``esconv.train.en.<dialogue>.<turn>``);
     with ``windows``, the turn with up to ``CONTEXT_MESSAGES`` earlier seeker turns as context, as a session screens
     it (``...w``; only when every message of the window is clean); with ``pieces``, the sentence-aligned pieces of a
-    turn over ``CHUNK_CHARS`` characters, as the runtime also judges those (``...p<k>``). :func:`seed_key` groups
-    every item of a dialogue together. Only the train split: valid is kept for measuring ordinary-chat false
-    positives (``benchmarks/safety_ordinary.py``).
+    turn over ``CHUNK_CHARS`` characters, as the runtime also judges those (``...p<k>``). With ``supporter``, also
+    each clean supporter turn alone (``...s<turn>``): ordinary chat too, but not what users send, so
+    :func:`esconv_message` does not take it for a seeker message (the ordinary-chat caps and the mixed items leave it
+    out). :func:`seed_key` groups every item of a dialogue together. Only the train split: valid is kept for
+    measuring ordinary-chat false positives (``benchmarks/safety_ordinary.py``).
 
     Raises SafetyDataError, saying how to fix it, when the ESConv folder or its train.jsonl is missing.
     """
@@ -895,7 +897,7 @@ def esconv_negatives(
     from app.chat.safety.features import CHUNK_CHARS, piece_starts, prepare
     from app.chat.safety.gate import CONTEXT_MESSAGES
 
-    dialogues = _esconv_train_seeker_turns(esconv_dir)
+    dialogues = _esconv_train_turns(esconv_dir)
     lexical = LexicalSafetyScreen()
     stats: Counter[str] = Counter()
     items: list[dict[str, Any]] = []
@@ -943,7 +945,7 @@ def esconv_negatives(
                     items.append(item(f"{key}p{k}", norm[a:b], ()))
                     stats["pieces"] += 1
     if supporter:
-        for d, turns in enumerate(_esconv_train_seeker_turns(esconv_dir, role="supporter")):
+        for d, turns in enumerate(_esconv_train_turns(esconv_dir, role="supporter")):
             for t, text in enumerate(turns):
                 if lexical.screen(text).flagged or mentions_risk(text):
                     stats["supporter_dropped"] += 1
