@@ -183,10 +183,11 @@ def test_busy_session_answers_409_while_a_turn_streams(session_server: ServerPro
         with pytest.raises(openai.ConflictError) as info:
             turn(alpha, sid, "are you there?")
         waited = time.monotonic() - started
+        # session_busy means the other turn still held the lock when the wait ran out (it is released at its commit);
+        # the lock wait was the configured 0.5 s, not the other turn's length (a loaded box adds seconds to the reply,
+        # and the other turn may commit right after, so its state is not checked here)
         assert info.value.code == "session_busy"
-        # a clear answer while the other turn still runs: it has not committed and goes on streaming afterwards
-        assert export(session_server, sid).json()["turns"] == 1
-        assert 0.4 <= waited < 30  # the configured 0.5 s wait, not the other turn's length (a loaded box adds seconds)
+        assert 0.4 <= waited < 30
         assert sum('"content":"' in line for line in lines) > 10  # let the long turn finish and commit
     assert export(session_server, sid).json()["turns"] == 2
 
