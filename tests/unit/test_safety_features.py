@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from app.chat.safety import RiskLevel, SafetyResult
-from app.chat.safety.classifier import LearnedSafetyScreen, Thresholds, decide, decide_rows, higher
+from app.chat.safety.classifier import (
+    LearnedSafetyScreen,
+    Thresholds,
+    decide,
+    decide_rows,
+    higher,
+    level_ranks,
+)
 from app.chat.safety.features import HashIndex, piece_starts, prepare
 
 
@@ -116,6 +123,30 @@ def test_the_verdict_over_rows_is_the_higher_of_each_rows_verdict() -> None:
         got = decide_rows(level, categories, thresholds)
         assert got == (expected.level, expected.categories)
     assert decide_rows(np.array([[1.0, 0.0, 0.0]]), np.zeros((1, 4)), thresholds) == (RiskLevel.NONE, ())
+
+
+def test_a_second_level_model_raises_what_the_first_flags_to_high_and_never_flags_by_itself() -> None:
+    """--level_model cascade: rows carry the second model's P(high) as a fourth column."""
+    cats = np.array([0.9, 0.1, 0.1, 0.1])
+    with_second = Thresholds(high=0.8, flag=0.5, categories=(0.5,) * 4, second_high=0.9)
+    flagged_and_second = np.array([0.2, 0.7, 0.1, 0.95])
+    assert decide(flagged_and_second, cats, with_second) == (RiskLevel.HIGH, ("suicide",))
+    assert decide(np.array([0.2, 0.7, 0.1, 0.5]), cats, with_second)[0] is RiskLevel.ELEVATED
+    assert decide(np.array([0.9, 0.05, 0.05, 0.99]), cats, with_second) == (RiskLevel.NONE, ())  # not flagged
+    assert decide(np.array([0.1, 0.05, 0.85, 0.0]), cats, with_second)[0] is RiskLevel.HIGH  # the first's own high
+    rows = np.array([[0.9, 0.05, 0.05, 0.99], [0.2, 0.7, 0.1, 0.95]])
+    assert decide_rows(rows, np.tile(cats, (2, 1)), with_second) == (RiskLevel.HIGH, ("suicide",))
+    without = Thresholds(high=0.8, flag=0.5, categories=(0.5,) * 4)
+    assert decide(flagged_and_second[:3], cats, without)[0] is RiskLevel.ELEVATED
+    rng = np.random.default_rng(2)
+    for _ in range(500):  # decide and the vectorised rule agree, row by row and over rows
+        level = np.hstack([rng.dirichlet([0.6, 0.4, 0.4], size=3), rng.random((3, 1))])
+        expected = SafetyResult()
+        for i in range(3):
+            lvl, got_cats = decide(level[i], cats, with_second)
+            assert level_ranks(level[i : i + 1], with_second)[0] == lvl.rank
+            expected = higher(expected, SafetyResult(level=lvl, categories=got_cats))
+        assert decide_rows(level, np.tile(cats, (3, 1)), with_second)[0] is expected.level
 
 
 def test_the_table_is_built_when_the_screen_loads_not_on_the_first_message() -> None:

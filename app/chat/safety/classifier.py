@@ -8,9 +8,12 @@ The artefact ``model/risk_classifier.joblib`` (built by ``python -m training.saf
 * a model for the level (none / elevated / high): a multinomial logistic regression, or one hidden layer of ReLU
   units over the same features (:class:`HiddenLayer`; ``model/DATA_CARD.md`` says which one ships); and one binary
   logistic regression per category (suicide, self_harm, harm_to_others, abuse), trained on risky messages;
+* optionally a second level model over the same features, a hidden layer (``--level_model cascade``), that only
+  judges high: it can raise a message the first model flags to ``high``, never flag one itself;
 * decision thresholds chosen by cross-validation, biased toward recall on ``high``: the level is ``high`` when
-  P(high) >= ``high``, else ``elevated`` when P(elevated) + P(high) >= ``flag``, else ``none``; the categories are
-  those whose probability passes their threshold, or the most probable one when none does.
+  P(high) >= ``high``, else ``elevated`` when P(elevated) + P(high) >= ``flag``, else ``none``; with a second model, a
+  flagged message is also ``high`` when the second model's P(high) >= ``second_high``. The categories are those whose
+  probability passes their threshold, or the most probable one when none does.
 
 :meth:`LearnedSafetyScreen.screen` judges the latest message alone and the window of recent context plus the latest
 message (newest last, the last :data:`~app.chat.safety.features.MAX_CHARS` characters), and returns the higher
@@ -67,24 +70,49 @@ class Thresholds:
     high: float
     flag: float
     categories: tuple[float, ...]
+    second_high: float | None = None
+    """The second level model's P(high) that makes a flagged message high (None: no second model)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"high": self.high, "flag": self.flag, "categories": dict(zip(CATEGORIES, self.categories, strict=True))}
+        out = {"high": self.high, "flag": self.flag, "categories": dict(zip(CATEGORIES, self.categories, strict=True))}
+        if self.second_high is not None:
+            out["second_high"] = self.second_high
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Thresholds:
         cats = raw["categories"]
-        return cls(float(raw["high"]), float(raw["flag"]), tuple(float(cats[c]) for c in CATEGORIES))
+        second = raw.get("second_high")
+        return cls(
+            float(raw["high"]),
+            float(raw["flag"]),
+            tuple(float(cats[c]) for c in CATEGORIES),
+            None if second is None else float(second),
+        )
+
+
+def level_ranks(level_probs: npt.NDArray[np.floating[Any]], thresholds: Thresholds) -> npt.NDArray[np.int64]:
+    """Per row of level probabilities, 0 (none), 1 (elevated) or 2 (high).
+
+    A row is P(none), P(elevated), P(high), then, with a second level model, that model's P(high). High when
+    P(high) >= ``high``; else elevated when P(elevated) + P(high) >= ``flag``; a flagged row is also high when the
+    second model's P(high) >= ``second_high``."""
+    high = level_probs[:, 2] >= thresholds.high
+    flagged = high | (level_probs[:, 1] + level_probs[:, 2] >= thresholds.flag)
+    if thresholds.second_high is not None:
+        high |= flagged & (level_probs[:, 3] >= thresholds.second_high)
+    return np.where(high, 2, np.where(flagged, 1, 0)).astype(np.int64)
 
 
 def decide(
     level_probs: npt.NDArray[np.floating[Any]], category_probs: npt.NDArray[np.floating[Any]], thresholds: Thresholds
 ) -> tuple[RiskLevel, tuple[str, ...]]:
-    """Level and categories from the model's probabilities (P(none, elevated, high) and P(category) each)."""
+    """Level and categories from the model's probabilities (a row of :func:`level_ranks`, and P(category) each)."""
     if level_probs[2] >= thresholds.high:
         level = RiskLevel.HIGH
     elif level_probs[1] + level_probs[2] >= thresholds.flag:
-        level = RiskLevel.ELEVATED
+        second = thresholds.second_high
+        level = RiskLevel.HIGH if second is not None and level_probs[3] >= second else RiskLevel.ELEVATED
     else:
         return RiskLevel.NONE, ()
     categories = tuple(c for c, p, t in zip(CATEGORIES, category_probs, thresholds.categories, strict=True) if p >= t)
@@ -98,9 +126,7 @@ def decide_rows(
 ) -> tuple[RiskLevel, tuple[str, ...]]:
     """:func:`decide` on each row (the whole text and its pieces), then the :func:`higher` of all rows: the highest
     level, and the union of the categories of the rows at that level. Vectorised: one call, not one per piece."""
-    high = level_probs[:, 2] >= thresholds.high
-    flagged = level_probs[:, 1] + level_probs[:, 2] >= thresholds.flag
-    rank = np.where(high, 2, np.where(flagged, 1, 0))
+    rank = level_ranks(level_probs, thresholds)
     top = int(rank.max())
     if top == 0:
         return RiskLevel.NONE, ()
@@ -141,8 +167,9 @@ class HiddenLayer:
 class RiskModel:
     """Featurizer + weights + thresholds: text in, probabilities out. Stateless after construction.
 
-    ``weights`` has one row per feature: the level columns (3 logits, or a hidden layer's pre-activations), then the
-    4 category logits, so one row gather serves both models."""
+    ``weights`` has one row per feature: the level columns (3 logits, or a hidden layer's pre-activations), then, with
+    a second level model (``second``), its hidden layer's pre-activations, then the 4 category logits, so one row
+    gather serves every model. Level rows are P(none), P(elevated), P(high), then the second model's P(high)."""
 
     def __init__(
         self,
@@ -152,9 +179,13 @@ class RiskModel:
         thresholds: Thresholds,
         max_chars: int = MAX_CHARS,
         hidden: HiddenLayer | None = None,
+        second: HiddenLayer | None = None,
     ) -> None:
+        if (second is None) != (thresholds.second_high is None):
+            raise ValueError("a second level model and the second_high threshold come together")
         level_width = len(LEVELS) if hidden is None else hidden.size
-        expected = (featurizer.n_features, level_width + len(CATEGORIES))
+        second_width = 0 if second is None else second.size
+        expected = (featurizer.n_features, level_width + second_width + len(CATEGORIES))
         if weights.shape != expected:
             raise ValueError(f"weights have shape {weights.shape}, expected {expected}")
         self.featurizer = featurizer
@@ -164,16 +195,18 @@ class RiskModel:
         self.thresholds = thresholds
         self.max_chars = max_chars
         self.hidden = hidden
+        self.second = second
+        self._level_width = level_width
 
     def _probabilities(
         self, logits: npt.NDArray[np.float64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Rows of raw outputs (k, width) to level (k, 3) and category (k, 4) probabilities."""
-        level = logits[:, : -len(CATEGORIES)]
-        if self.hidden is not None:
-            level = np.maximum(level, 0.0) @ self.hidden.w2 + self.hidden.b2
-        level = level - level.max(axis=1, keepdims=True)
-        level_probs = np.exp(level) / np.exp(level).sum(axis=1, keepdims=True)
+        """Rows of raw outputs (k, width) to level (k, 3, or 4 with a second model) and category (k, 4)
+        probabilities."""
+        level_probs = _softmax(logits[:, : self._level_width], self.hidden)
+        if self.second is not None:
+            second = _softmax(logits[:, self._level_width : -len(CATEGORIES)], self.second)
+            level_probs = np.hstack([level_probs, second[:, 2:3]])
         return level_probs, 1.0 / (1.0 + np.exp(-logits[:, -len(CATEGORIES) :]))
 
     def probabilities(self, text: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -235,30 +268,26 @@ class RiskModel:
     @classmethod
     def from_artefact(cls, data: dict[str, Any]) -> RiskModel:
         """Build from the artefact's dict: the level model is a fitted scikit-learn logistic regression, or a hidden
-        layer's plain arrays (``{"kind": "mlp", "w1", "b1", "w2", "b2"}``); the category models supply the rest."""
-        level_model = data["level_model"]
+        layer's plain arrays (``{"kind": "mlp", "w1", "b1", "w2", "b2"}``); ``second_level_model``, when present, is
+        a hidden layer's arrays too; the category models supply the rest."""
         category_models = data["category_models"]
         if len(category_models) != len(CATEGORIES):
             raise ValueError(f"expected {len(CATEGORIES)} category models, got {len(category_models)}")
+        columns: list[npt.NDArray[np.float64]] = []
+        bias: list[npt.NDArray[np.float64]] = []
+        level_model = data["level_model"]
         hidden: HiddenLayer | None = None
-        columns: list[npt.NDArray[np.float64]]
-        bias: list[npt.NDArray[np.float64]]
         if isinstance(level_model, dict):
-            if level_model.get("kind") != "mlp":
-                raise ValueError(f"unknown level model kind {level_model.get('kind')!r}")
-            w2 = np.asarray(level_model["w2"], dtype=np.float64)
-            if w2.ndim != 2 or w2.shape[1] != len(LEVELS):
-                raise ValueError(f"hidden layer w2 has shape {w2.shape}, expected (hidden, 3)")
-            hidden = HiddenLayer(w2, np.asarray(level_model["b2"], dtype=np.float64))
-            columns = [np.asarray(level_model["w1"], dtype=np.float64)]
-            bias = [np.asarray(level_model["b1"], dtype=np.float64)]
+            hidden = _hidden_layer(level_model, columns, bias)
         else:
             if [int(c) for c in level_model.classes_] != list(range(len(LEVELS))):  # none, elevated, high
                 raise ValueError(
                     f"level model classes {list(level_model.classes_)} are not 0, 1, 2 (none/elevated/high)"
                 )
-            columns = [np.asarray(level_model.coef_, dtype=np.float64).T]
-            bias = [np.asarray(level_model.intercept_, dtype=np.float64)]
+            columns.append(np.asarray(level_model.coef_, dtype=np.float64).T)
+            bias.append(np.asarray(level_model.intercept_, dtype=np.float64))
+        second_model = data.get("second_level_model")
+        second = None if second_model is None else _hidden_layer(second_model, columns, bias)
         for model in category_models:
             columns.append(np.asarray(model.coef_, dtype=np.float64).reshape(1, -1).T)
             bias.append(np.asarray(model.intercept_, dtype=np.float64).reshape(1))
@@ -269,7 +298,32 @@ class RiskModel:
             Thresholds.from_dict(data["thresholds"]),
             int(data.get("max_chars", MAX_CHARS)),
             hidden,
+            second,
         )
+
+
+def _softmax(outputs: npt.NDArray[np.float64], hidden: HiddenLayer | None) -> npt.NDArray[np.float64]:
+    """Level probabilities (k, 3) from a level model's columns: its logits, or a hidden layer's pre-activations."""
+    if hidden is not None:
+        outputs = np.maximum(outputs, 0.0) @ hidden.w2 + hidden.b2
+    outputs = outputs - outputs.max(axis=1, keepdims=True)
+    exp = np.exp(outputs)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True), dtype=np.float64)
+
+
+def _hidden_layer(
+    arrays: dict[str, Any], columns: list[npt.NDArray[np.float64]], bias: list[npt.NDArray[np.float64]]
+) -> HiddenLayer:
+    """A hidden layer from an artefact's arrays (``{"kind": "mlp", "w1", "b1", "w2", "b2"}``): its ``w1`` and ``b1``
+    are appended to ``columns`` and ``bias``; the rest is returned."""
+    if arrays.get("kind") != "mlp":
+        raise ValueError(f"unknown level model kind {arrays.get('kind')!r}")
+    w2 = np.asarray(arrays["w2"], dtype=np.float64)
+    if w2.ndim != 2 or w2.shape[1] != len(LEVELS):
+        raise ValueError(f"hidden layer w2 has shape {w2.shape}, expected (hidden, 3)")
+    columns.append(np.asarray(arrays["w1"], dtype=np.float64))
+    bias.append(np.asarray(arrays["b1"], dtype=np.float64))
+    return HiddenLayer(w2, np.asarray(arrays["b2"], dtype=np.float64))
 
 
 class LearnedSafetyScreen:
