@@ -74,6 +74,7 @@ from app.chat.safety.classifier import (
     Thresholds,
     decide,
     higher,
+    level_ranks,
 )
 from app.chat.safety.features import CHAR_NGRAMS, MAX_CHARS, WORD_NGRAMS, Featurizer, join_window, prepare
 from app.chat.safety.features import char_ngram_hashes as _char_hashes
@@ -90,6 +91,7 @@ from training.safety_data import (
     esconv_left_out,
     esconv_message,
     esconv_negatives,
+    esconv_supporter_turn,
     load_seeds,
     load_slots,
     load_taxonomy,
@@ -128,16 +130,27 @@ class SafetyClassifierConfig:
         default_factory=lambda: [8.0],
         metadata={"help": "level model C grid (default: the shipped artefact's; CV chose 8 among 8, 16, 32)"},
     )
-    level_model: Literal["logistic", "mlp"] = field(
+    level_model: Literal["logistic", "mlp", "cascade"] = field(
         default="logistic",
         metadata={
-            "help": "level model: multinomial logistic regression, or one hidden layer over the same features "
-            "(training/safety_mlp.py; --level_c is then not used)"
+            "help": "level model: multinomial logistic regression; one hidden layer over the same features "
+            "(training/safety_mlp.py; --level_c is then not used); or cascade: the logistic regression, and a hidden "
+            "layer that can raise what it flags to high (--second_ordinary_weight, --logistic_supporter)"
         },
     )
     hidden: int = field(default=64, metadata={"help": "--level_model mlp: hidden units"})
     epochs: int = field(default=2, metadata={"help": "--level_model mlp: passes over the training items"})
     dropout: float = field(default=0.5, metadata={"help": "--level_model mlp: dropout on the hidden units"})
+    second_ordinary_weight: float = field(
+        default=1.0, metadata={"help": "--level_model cascade: the hidden layer's ordinary_weight"}
+    )
+    logistic_supporter: bool = field(
+        default=False,
+        metadata={
+            "help": "--level_model cascade: the logistic regression trains on --esconv_supporter turns too "
+            "(default: only the hidden layer does; they did not help the logistic regression)"
+        },
+    )
     level_class_weight: list[Literal["balanced", "none"]] = field(
         default_factory=lambda: ["balanced"], metadata={"help": "level model class_weight grid"}
     )
@@ -226,8 +239,8 @@ class SafetyClassifierConfig:
             raise ValueError("folds: need at least 2")
         if not self.level_c or not self.category_c or not self.level_class_weight or not self.ordinary_weight:
             raise ValueError("level_c, category_c, level_class_weight, ordinary_weight: give at least one value")
-        if any(w <= 0 for w in self.ordinary_weight):
-            raise ValueError("ordinary_weight: must be positive")
+        if any(w <= 0 for w in [*self.ordinary_weight, self.second_ordinary_weight]):
+            raise ValueError("ordinary_weight, second_ordinary_weight: must be positive")
         if any(c <= 0 for c in [*self.level_c, *self.category_c]):
             raise ValueError("level_c, category_c: must be positive")
         if self.min_df < 1:
@@ -272,11 +285,14 @@ class Docs:
     """Items the cost and the level figures count (not the mixed training-only items)."""
     mixed: npt.NDArray[np.bool_] = field(init=False)
     """Risky messages with ordinary chat around them (:func:`mixed_items`): trained on, reported apart."""
+    supporter: npt.NDArray[np.bool_] = field(init=False)
+    """ESConv supporter turns (``--esconv_supporter``)."""
 
     def __post_init__(self) -> None:
         groups = [it["group"] for it in self.items]
         none = self.y_level == 0
         self.mixed = np.array([it["source"] == "mixed" for it in self.items], dtype=bool)
+        self.supporter = np.array([esconv_supporter_turn(it["id"]) for it in self.items], dtype=bool)
         self.scored = ~self.mixed
         self.conv = np.array([d is not None for d in self.latest], dtype=bool)
         self.hard = none & np.array([g.startswith("neg.") and g not in ORDINARY_GROUPS for g in groups], dtype=bool)
@@ -485,6 +501,41 @@ def _level_model(setting: LevelSetting, config: SafetyClassifierConfig, quiet: b
     return LogisticRegression(C=setting.c, max_iter=config.max_iter, solver="lbfgs")
 
 
+@dataclass
+class Cascade:
+    """``--level_model cascade``: a logistic regression for the level, and a hidden layer over the same features whose
+    P(high) can raise what the first flags to high (the runtime's second level model)."""
+
+    first: Any
+    second: Any  # training.safety_mlp.HiddenLayerClassifier
+
+    def predict_proba(self, x: Matrix) -> npt.NDArray[np.float64]:
+        """(n, 4): the first model's P(none), P(elevated), P(high), then the second's P(high)."""
+        return np.hstack([self.first.predict_proba(x), self.second.predict_proba(x)[:, 2:3]])
+
+
+def fit_level_model(
+    docs: Docs,
+    rows: npt.NDArray[np.int64],
+    x: Matrix,
+    setting: LevelSetting,
+    config: SafetyClassifierConfig,
+    quiet: bool = True,
+) -> Any:
+    """The level model of ``setting`` fitted on ``rows`` of ``x``: a logistic regression, a hidden layer, or (with
+    ``--level_model cascade``) a :class:`Cascade` of the two, the hidden layer with ``--second_ordinary_weight`` and
+    the logistic regression without ESConv supporter turns unless ``--logistic_supporter``."""
+    if config.level_model == "cascade":
+        first_rows = rows if config.logistic_supporter else rows[~docs.supporter[rows]]
+        second = LevelSetting(None, setting.class_weight, config.second_ordinary_weight)
+        return Cascade(
+            fit_level_model(docs, first_rows, x, setting, replace(config, level_model="logistic"), quiet),
+            fit_level_model(docs, rows, x, second, replace(config, level_model="mlp"), quiet),
+        )
+    model = _level_model(setting, config, quiet)
+    return model.fit(x[rows], docs.y_level[rows], sample_weight=sample_weights(docs, rows, setting))
+
+
 def sample_weights(docs: Docs, rows: npt.NDArray[np.int64], setting: LevelSetting) -> npt.NDArray[np.float64]:
     """Training weights of ``rows`` for the level model: the ordinary-chat items (ESConv and neg.ordinary) together
     weigh ``ordinary_weight`` times the hard negatives, so thousands of easy ordinary messages do not crowd out the
@@ -512,7 +563,8 @@ def _category_model(c: float, max_iter: int) -> Any:
 
 @dataclass
 class OutOfFold:
-    """Out-of-fold probabilities: level (n, 3) and categories (n, 4), for the window and the latest message."""
+    """Out-of-fold probabilities: level (n, 3; 4 with a second level model: :func:`level_ranks`) and categories (n, 4),
+    for the window and the latest message."""
 
     level: npt.NDArray[np.float64]
     cats: npt.NDArray[np.float64]
@@ -520,8 +572,8 @@ class OutOfFold:
     cats_latest: npt.NDArray[np.float64]
 
     @classmethod
-    def empty(cls, n: int) -> OutOfFold:
-        return cls(np.zeros((n, 3)), np.zeros((n, 4)), np.zeros((n, 3)), np.zeros((n, 4)))
+    def empty(cls, n: int, level_width: int = 3) -> OutOfFold:
+        return cls(np.zeros((n, level_width)), np.zeros((n, 4)), np.zeros((n, level_width)), np.zeros((n, 4)))
 
 
 def level_settings(config: SafetyClassifierConfig) -> list[LevelSetting]:
@@ -541,7 +593,8 @@ def cross_validate(
     strata = docs.y_level * 2 + np.array([it["language"] == "zh" for it in docs.items], dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     folds = list(splitter.split(np.zeros(n), strata, groups=docs.groups))
-    level_oof = {setting: OutOfFold.empty(n) for setting in level_settings(config)}
+    width = 4 if config.level_model == "cascade" else 3
+    level_oof = {setting: OutOfFold.empty(n, width) for setting in level_settings(config)}
     cat_oof = {c: np.zeros((n, 4)) for c in config.category_c}
     conv_rows = np.array([i for i in range(n) if docs.latest[i] is not None], dtype=np.int64)
     latest_lexical = lexical_features([docs.latest[i] or "" for i in conv_rows]) if lexical is not None else None
@@ -556,8 +609,7 @@ def cross_validate(
         test_conv = np.isin(conv_rows, test)
         conv_test_rows = conv_rows[test_conv]
         for setting, oof in level_oof.items():
-            weights = sample_weights(docs, train, setting)
-            model = _level_model(setting, config).fit(x[train], docs.y_level[train], sample_weight=weights)
+            model = fit_level_model(docs, train, x, setting, config)
             oof.level[test] = model.predict_proba(x[test])
             if conv_test_rows.size:
                 oof.level_latest[conv_test_rows] = model.predict_proba(x_latest[test_conv])
@@ -578,17 +630,13 @@ def cross_validate(
 # ----------------------------------------------------------------------------------------- thresholds and metrics
 
 
-def _levels_at(level_probs: npt.NDArray[np.float64], t_high: float, t_flag: float) -> npt.NDArray[np.int64]:
-    flagged = (level_probs[:, 1] + level_probs[:, 2]) >= t_flag
-    return np.where(level_probs[:, 2] >= t_high, 2, np.where(flagged, 1, 0)).astype(np.int64)
-
-
-def predicted_levels(docs: Docs, oof: OutOfFold, t_high: float, t_flag: float) -> npt.NDArray[np.int64]:
-    """Runtime rule, vectorised: the window's level, raised to the latest message's where that is higher."""
-    pred = _levels_at(oof.level, t_high, t_flag)
+def predicted_levels(docs: Docs, oof: OutOfFold, thresholds: Thresholds) -> npt.NDArray[np.int64]:
+    """Runtime rule (:func:`level_ranks`), vectorised: the window's level, raised to the latest message's where that
+    is higher."""
+    pred = level_ranks(oof.level, thresholds)
     conv = docs.conv
     if conv.any():
-        pred[conv] = np.maximum(pred[conv], _levels_at(oof.level_latest[conv], t_high, t_flag))
+        pred[conv] = np.maximum(pred[conv], level_ranks(oof.level_latest[conv], thresholds))
     return pred
 
 
@@ -643,23 +691,32 @@ def cost_rows(docs: Docs) -> npt.NDArray[np.bool_]:
     return ((docs.y_level > 0) & docs.scored) | docs.hard
 
 
-def choose_level_thresholds(docs: Docs, oof: OutOfFold, caps: Caps) -> tuple[float, float, float]:
-    """(t_high, t_flag, cost): the lowest cost on the grid among thresholds that keep ``caps`` (the thresholds
-    closest to keeping them when none does)."""
+def choose_level_thresholds(
+    docs: Docs, oof: OutOfFold, caps: Caps, second_high: float | None = None
+) -> tuple[Thresholds, float]:
+    """(level thresholds, cost): the lowest cost on the grid among thresholds that keep ``caps`` (the thresholds
+    closest to keeping them when none does). With a second level model (four level columns), its threshold is searched
+    too, over the grid from 0.5 up, unless ``second_high`` fixes it. The category thresholds are left empty."""
     rows = cost_rows(docs)
-    best: tuple[float, float, float] | None = None
-    fallback = (0.5, 0.5, float("inf"), float("inf"))
-    for t_high in GRID:
-        for t_flag in GRID:
-            pred = predicted_levels(docs, oof, float(t_high), float(t_flag))
-            cost = level_cost(docs.y_level, pred, rows)
-            kept, excess = caps.ok(docs, pred)
-            if kept:
-                if best is None or cost < best[2] - 1e-12:
-                    best = (float(t_high), float(t_flag), cost)
-            elif (excess, cost) < (fallback[3], fallback[2]):
-                fallback = (float(t_high), float(t_flag), cost, excess)
-    return best if best is not None else fallback[:3]
+    if oof.level.shape[1] == 4:
+        seconds: list[float | None] = [second_high] if second_high is not None else [float(t) for t in GRID if t >= 0.5]
+    else:
+        seconds = [None]
+    best: tuple[Thresholds, float] | None = None
+    fallback = (Thresholds(0.5, 0.5, (), seconds[0]), float("inf"), float("inf"))
+    for second in seconds:
+        for t_high in GRID:
+            for t_flag in GRID:
+                thresholds = Thresholds(float(t_high), float(t_flag), (), second)
+                pred = predicted_levels(docs, oof, thresholds)
+                cost = level_cost(docs.y_level, pred, rows)
+                kept, excess = caps.ok(docs, pred)
+                if kept:
+                    if best is None or cost < best[1] - 1e-12:
+                        best = (thresholds, cost)
+                elif (excess, cost) < (fallback[2], fallback[1]):
+                    fallback = (thresholds, cost, excess)
+    return best if best is not None else fallback[:2]
 
 
 def mixed_rates(docs: Docs, pred: npt.NDArray[np.int64]) -> dict[str, dict[str, float | int | None]]:
@@ -905,37 +962,38 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         )
     scored = []
     for setting, oof in level_oof.items():
-        t_high, t_flag, cost = choose_level_thresholds(docs, oof, caps)
-        scored.append((cost, setting, t_high, t_flag))
-        print(f"      level {setting}: cost {cost:.4f} at high>={t_high} flag>={t_flag}")
-    cost, level_setting, t_high, t_flag = min(scored, key=lambda s: (round(s[0], 6), s[1]))
+        level_thresholds, cost = choose_level_thresholds(docs, oof, caps)
+        scored.append((cost, setting, level_thresholds))
+        print(f"      level {setting}: cost {cost:.4f} at {_thresholds_text(level_thresholds)}")
+    cost, level_setting, level_thresholds = min(scored, key=lambda s: (round(s[0], 6), s[1]))
     cat_scores = []
     for c, probs in cat_oof.items():
         cat_thresholds, f2 = choose_category_thresholds(docs, probs)
         cat_scores.append((f2, c, cat_thresholds))
         print(f"      category C={c:g}: mean F2 {f2:.4f}")
     _, category_c, cat_thresholds = max(cat_scores, key=lambda s: (round(s[0], 6), -s[1]))
-    thresholds = Thresholds(high=t_high, flag=t_flag, categories=cat_thresholds)
+    thresholds = replace(level_thresholds, categories=cat_thresholds)
+    second_high = thresholds.second_high  # the trade-off tables keep the second model's threshold where CV put it
     chosen_oof = level_oof[level_setting]
     operating_points = []
     for cap in OPERATING_CAPS:
         op_caps = replace(caps, hard_negative_fpr=cap)
-        op_high, op_flag, op_cost = choose_level_thresholds(docs, chosen_oof, op_caps)
-        pred = predicted_levels(docs, chosen_oof, op_high, op_flag)
-        operating_points.append({"max_hard_negative_fpr": cap, "high": op_high, "flag": op_flag,
+        op, op_cost = choose_level_thresholds(docs, chosen_oof, op_caps, second_high)
+        pred = predicted_levels(docs, chosen_oof, op)
+        operating_points.append({"max_hard_negative_fpr": cap, "high": op.high, "flag": op.flag,
                                  "cost": round(op_cost, 4), **level_rates(docs, pred)})  # fmt: skip
     ordinary_points = []
     if docs.ordinary:
         for cap_high, cap_flagged in WRITTEN_ORDINARY_CAPS:
             op_caps = replace(caps, written_high=cap_high, written_flagged=cap_flagged)
-            op_high, op_flag, op_cost = choose_level_thresholds(docs, chosen_oof, op_caps)
-            pred = predicted_levels(docs, chosen_oof, op_high, op_flag)
+            op, op_cost = choose_level_thresholds(docs, chosen_oof, op_caps, second_high)
+            pred = predicted_levels(docs, chosen_oof, op)
             ordinary_points.append({"max_written_high": cap_high, "max_written_flagged": cap_flagged,
-                                    "high": op_high, "flag": op_flag, "cost": round(op_cost, 4),
+                                    "high": op.high, "flag": op.flag, "cost": round(op_cost, 4),
                                     **level_rates(docs, pred)})  # fmt: skip
     cv_results = verdicts(docs, chosen_oof, cat_oof[category_c], thresholds)
     cv = metrics(corpus_items, cv_results[: len(corpus_items)])
-    chosen_pred = predicted_levels(docs, chosen_oof, t_high, t_flag)
+    chosen_pred = predicted_levels(docs, chosen_oof, thresholds)
     cv["ordinary"] = ordinary_rates(docs, chosen_pred)
     cv["mixed"] = mixed_rates(docs, chosen_pred)
     _progress(
@@ -957,9 +1015,9 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
                                            "category_c": [category_c]})  # fmt: skip
         lex_level, lex_cat, _ = cross_validate(docs, single, lexical=lex, quiet=True)
         lex_oof = lex_level[level_setting]
-        lt_high, lt_flag, lex_cost = choose_level_thresholds(docs, lex_oof, caps)
+        lex_thresholds, lex_cost = choose_level_thresholds(docs, lex_oof, caps)
         lex_cats, _ = choose_category_thresholds(docs, lex_cat[category_c])
-        lex_results = verdicts(docs, lex_oof, lex_cat[category_c], Thresholds(lt_high, lt_flag, lex_cats))
+        lex_results = verdicts(docs, lex_oof, lex_cat[category_c], replace(lex_thresholds, categories=lex_cats))
         lex_metrics = metrics(corpus_items, lex_results[: len(corpus_items)])
         lexical_report = {
             "cost_without": round(cost, 4),
@@ -977,9 +1035,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
     all_rows = np.arange(len(items), dtype=np.int64)
     featurizer = fit_featurizer(docs, all_rows, config.min_df)
     x = to_matrix(featurizer, docs.window)
-    level_model = _level_model(level_setting, config, quiet=False).fit(
-        x, docs.y_level, sample_weight=sample_weights(docs, all_rows, level_setting)
-    )
+    level_model = fit_level_model(docs, all_rows, x, level_setting, config, quiet=False)
     risky = all_rows[docs.y_level > 0]
     category_models = [
         _category_model(category_c, config.max_iter).fit(x[risky], docs.y_cats[risky, j])
@@ -1029,10 +1085,11 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
                 "class_weight": st.class_weight,
                 "ordinary_weight": st.ordinary_weight,
                 "cost": round(s, 4),
-                "high": th,
-                "flag": tf,
+                "high": th.high,
+                "flag": th.flag,
+                **({} if th.second_high is None else {"second_high": th.second_high}),
             }
-            for s, st, th, tf in scored
+            for s, st, th in scored
         ],
         "cv": cv,
         "operating_points": operating_points,
@@ -1060,7 +1117,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         "format": ARTEFACT_FORMAT,
         "sklearn_version": sklearn.__version__,
         "featurizer": featurizer.to_state(),
-        "level_model": level_model.export() if level_setting.c is None else level_model,
+        **_level_models(level_model),
         "category_models": category_models,
         "thresholds": thresholds.to_dict(),
         "max_chars": MAX_CHARS,
@@ -1088,8 +1145,35 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------ data card
 
 
+def _level_models(model: Any) -> dict[str, Any]:
+    """The artefact's level model entries: ``level_model`` (a fitted logistic regression, or a hidden layer's arrays)
+    and, for a cascade, ``second_level_model`` (the hidden layer's arrays)."""
+    if isinstance(model, Cascade):
+        return {"level_model": model.first, "second_level_model": model.second.export()}
+    from training.safety_mlp import HiddenLayerClassifier
+
+    return {"level_model": model.export() if isinstance(model, HiddenLayerClassifier) else model}
+
+
+def _thresholds_text(thresholds: Thresholds) -> str:
+    second = "" if thresholds.second_high is None else f" second_high>={thresholds.second_high}"
+    return f"high>={thresholds.high} flag>={thresholds.flag}{second}"
+
+
 def _level_model_text(chosen: dict[str, Any], config: dict[str, Any]) -> str:
     """The level model as the data card names it."""
+    if config.get("level_model") == "cascade":
+        supporter = (
+            ""
+            if config.get("logistic_supporter") or not config.get("esconv_supporter")
+            else " (trained without the ESConv supporter turns)"
+        )
+        return (
+            f"multinomial logistic regression, C={chosen['level_c']:g}{supporter}, then a second level model that "
+            f"can raise what it flags to high: one hidden layer of {config['hidden']} ReLU units over the same "
+            f"features (training/safety_mlp.py: Adam, {config['epochs']} epochs, dropout {config['dropout']:g}; "
+            f"ordinary-chat items weighing {config['second_ordinary_weight']:g} x the hard negatives)"
+        )
     if chosen["level_c"] is None:
         return (
             f"one hidden layer of {config['hidden']} ReLU units over the features, then softmax "
@@ -1161,7 +1245,13 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
         f"- thresholds: high when P(high) >= {chosen['thresholds']['high']}; elevated when P(elevated) + P(high) >= "
         f"{chosen['thresholds']['flag']}; categories "
         + ", ".join(f"{c} >= {t}" for c, t in chosen["thresholds"]["categories"].items())
-        + " (the most probable category when none passes)",
+        + " (the most probable category when none passes)"
+        + (
+            ""
+            if "second_high" not in chosen["thresholds"]
+            else f"; a flagged message is also high when the second model's P(high) >= "
+            f"{chosen['thresholds']['second_high']} (the trade-off tables below keep that threshold)"
+        ),
         "- runtime (`LearnedSafetyScreen.screen(text, context)`): the latest message alone, the window of recent"
         " context and the latest message joined (the higher verdict wins), and, for a message over 200 characters,"
         " its sentence-aligned pieces of about 200 characters too, so one risky sentence is not diluted",
