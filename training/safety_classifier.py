@@ -899,25 +899,28 @@ def _subset_groups(items: list[dict[str, Any]], limit: int | None, seed: int) ->
     return [it for it in items if seed_key(it["id"]) in keep]
 
 
-def main(config: SafetyClassifierConfig) -> dict[str, Any]:
-    """Run the whole procedure; return the report written into the artefact's metadata."""
-    import scipy.optimize  # noqa: F401  (load the BLAS libraries first, so the limit below reaches them)
-    import sklearn.linear_model  # noqa: F401
-    from threadpoolctl import threadpool_limits
+@dataclass
+class TrainingItems:
+    """What a training run cross-validates on, by source (:func:`training_items`)."""
 
-    # One BLAS thread: the fits are small, and on a shared two-core machine threaded BLAS spins instead of working
-    # (a 300-item run took 20 s with the default pool and 2 s with one thread).
-    with threadpool_limits(limits=config.threads):
-        return _main(config)
+    corpus: list[dict[str, Any]]
+    esconv: list[dict[str, Any]]
+    esconv_stats: dict[str, int] | None
+    reviews: list[dict[str, Any]]
+    review_stats: dict[str, int] | None
+    mixed: list[dict[str, Any]]
+    corpus_sha: str
+    source: str
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """Every item, in the order the out-of-fold files list them."""
+        return self.corpus + self.esconv + self.reviews + self.mixed
 
 
-def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
-    import joblib
-    import scipy
-    import sklearn
-
-    stages = 6
-    started = time.perf_counter()
+def training_items(config: SafetyClassifierConfig, stages: int = 6) -> TrainingItems:
+    """The items of a training run with ``config``: the corpus (built from the seeds, or ``--corpus``), the ESConv and
+    review negatives it asks for, and the mixed items; progress is printed as stage 1 of ``stages``."""
     if config.corpus is None:  # the seeds in the tree, built as `python -m training.safety_data build` would
         built = build_items()
         corpus_sha, source = hashlib.sha256(corpus_bytes(built)).hexdigest(), "built from the seeds"
@@ -940,7 +943,35 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
     mixed = mixed_items(corpus_items, esconv_items, config.seed) if config.mix else []
     if mixed:
         print(f"      risky messages mixed with ordinary chat (training only): {len(mixed)} items", flush=True)
-    items = corpus_items + esconv_items + review_items + mixed
+    return TrainingItems(
+        corpus_items, esconv_items, esconv_stats, review_items, review_stats, mixed, corpus_sha, source
+    )
+
+
+def main(config: SafetyClassifierConfig) -> dict[str, Any]:
+    """Run the whole procedure; return the report written into the artefact's metadata."""
+    import scipy.optimize  # noqa: F401  (load the BLAS libraries first, so the limit below reaches them)
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: the fits are small, and on a shared two-core machine threaded BLAS spins instead of working
+    # (a 300-item run took 20 s with the default pool and 2 s with one thread).
+    with threadpool_limits(limits=config.threads):
+        return _main(config)
+
+
+def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
+    import joblib
+    import scipy
+    import sklearn
+
+    stages = 6
+    started = time.perf_counter()
+    data = training_items(config, stages)
+    corpus_items, esconv_items, esconv_stats = data.corpus, data.esconv, data.esconv_stats
+    review_stats, corpus_sha, source = data.review_stats, data.corpus_sha, data.source
+    languages = Counter(it["language"] for it in corpus_items)
+    items = data.items
     caps = config.caps()
     docs = Docs.from_items(items, excluded_seed_files(config.cap_exclude_seeds), config.negation)
     _progress(2, stages, f"documents ready ({sum(d is not None for d in docs.latest)} with context)")
@@ -1117,7 +1148,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         "format": ARTEFACT_FORMAT,
         "sklearn_version": sklearn.__version__,
         "featurizer": featurizer.to_state(),
-        **_level_models(level_model),
+        **_level_models(level_model, featurizer),
         "category_models": category_models,
         "thresholds": thresholds.to_dict(),
         "max_chars": MAX_CHARS,
@@ -1145,14 +1176,42 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------ data card
 
 
-def _level_models(model: Any) -> dict[str, Any]:
+def _level_models(model: Any, featurizer: Featurizer) -> dict[str, Any]:
     """The artefact's level model entries: ``level_model`` (a fitted logistic regression, or a hidden layer's arrays)
-    and, for a cascade, ``second_level_model`` (the hidden layer's arrays)."""
+    and, for a cascade, ``second_level_model`` (the hidden layer's arrays, with the featurizer: the runtime gives a
+    second level model its own)."""
     if isinstance(model, Cascade):
-        return {"level_model": model.first, "second_level_model": model.second.export()}
+        second = {**model.second.export(), "featurizer": featurizer.to_state()}
+        return {"level_model": model.first, "second_level_model": second}
     from training.safety_mlp import HiddenLayerClassifier
 
     return {"level_model": model.export() if isinstance(model, HiddenLayerClassifier) else model}
+
+
+def _cascade_lines(cascade: dict[str, Any] | None) -> list[str]:
+    """The data card's lines on a second level model paired by ``python -m training.safety_cascade``."""
+    if cascade is None:
+        return []
+    second, cv, alone = cascade["second"], cascade["cv"], cascade["cv_first_alone_at_these_thresholds"]
+    feats, config = second["features"], second["config"]
+    figures = ("high_flagged", "high_as_high", "elevated_flagged", "hard_negative_fpr")
+
+    def row(rates: dict[str, Any]) -> str:
+        return " / ".join(f"{rates[k]:.3f}" for k in figures) + f", cost {rates['cost']:.3f}"
+
+    return [
+        f"- second level model (`python -m training.safety_cascade`, from artefact sha256 `{second['sha256'][:12]}`):"
+        f" one hidden layer of {config['hidden']} ReLU units over its own features ({feats['n_char']:,} character and"
+        f" {feats['n_word']:,} word n-grams in at least {feats['min_df']} training documents), trained with"
+        f" ordinary-chat items weighing {config['ordinary_weight'][0]:g} x the hard negatives"
+        + (" and ESConv supporter turns" if config.get("esconv_supporter") else "")
+        + "; it can raise what the level model flags to high, and is scored only for flagged messages",
+        f"- storage: {cascade['storage']}",
+        "- thresholds chosen together by cross-validation over the level model's training items, with both runs'"
+        " out-of-fold probabilities; high flagged / as high / elevated flagged / hard-negative FPR, then cost:"
+        f" the cascade {row(cv)}; the level model alone at the same thresholds {row(alone)}. The figures and tables"
+        " below are the level model's alone, from its own run",
+    ]
 
 
 def _thresholds_text(thresholds: Thresholds) -> str:
@@ -1250,11 +1309,13 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
             ""
             if "second_high" not in chosen["thresholds"]
             else f"; a flagged message is also high when the second model's P(high) >= "
-            f"{chosen['thresholds']['second_high']} (the trade-off tables below keep that threshold)"
+            f"{chosen['thresholds']['second_high']}"
+            + (" (below)" if "cascade" in report else " (the trade-off tables below keep that threshold)")
         ),
         "- runtime (`LearnedSafetyScreen.screen(text, context)`): the latest message alone, the window of recent"
         " context and the latest message joined (the higher verdict wins), and, for a message over 200 characters,"
         " its sentence-aligned pieces of about 200 characters too, so one risky sentence is not diluted",
+        *_cascade_lines(report.get("cascade")),
         "",
         "## Data",
         "",

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.chat.safety.classifier import hidden_layer_w1
+
 Matrix = Any  # scipy.sparse.csr_matrix
 
 
@@ -107,7 +109,8 @@ class HiddenLayerClassifier:
         """The network of an artefact's ``level_model`` (:meth:`export`), scoring as it did when it was trained."""
         network = cls(hidden=int(level_model["w2"].shape[0]))
         network.classes_ = np.arange(3, dtype=np.int64)
-        network._arrays = {name: np.asarray(level_model[name], dtype=np.float32) for name in ("w1", "b1", "w2", "b2")}
+        network._arrays = {name: np.asarray(level_model[name], dtype=np.float32) for name in ("b1", "w2", "b2")}
+        network._arrays["w1"] = hidden_layer_w1(level_model)  # float16, or int8 with a scale per hidden unit
         return network
 
     def export(self) -> dict[str, Any]:

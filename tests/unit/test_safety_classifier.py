@@ -19,7 +19,13 @@ import pytest
 from scipy.sparse import csr_matrix, vstack
 
 from app.chat.safety import RiskLevel, SafetyScreen
-from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, RiskModel, SafetyModelError
+from app.chat.safety.classifier import (
+    DEFAULT_MODEL_PATH,
+    LearnedSafetyScreen,
+    RiskModel,
+    SafetyModelError,
+    level_ranks,
+)
 from app.chat.safety.features import MAX_CHARS, piece_starts, prepare
 from app.chat.safety.gate import HIGH_RISK_HOLD_TURNS, screen_conversation
 from app.core.messages import Message
@@ -520,14 +526,18 @@ def test_a_cascade_ships_both_level_models_and_only_its_hidden_layer_learns_from
     data = joblib.load(out)
     assert hasattr(data["level_model"], "coef_") and data["second_level_model"]["kind"] == "mlp"
     model = LearnedSafetyScreen.load(out).model
-    assert model.second is not None and model.second.size == 8
+    assert model.second is not None and model.second.hidden is not None and model.second.hidden.size == 8
     assert model.thresholds.second_high == chosen["second_high"]
     texts = ["i can't stop thinking about ending it", "我不想活了", "see you at lunch"]
     x = sc.to_matrix(model.featurizer, [prepare(t) for t in texts])
     first = data["level_model"].predict_proba(x)
     second = _network(data["second_level_model"]).predict_proba(x)
     for text, f, h in zip(texts, first, second, strict=True):
-        np.testing.assert_allclose(model.probabilities(text)[0], [*f, h[2]], atol=1e-5)
+        np.testing.assert_allclose(model.probabilities(text)[0], f, atol=1e-5)
+        np.testing.assert_allclose(model.second.probabilities(text)[0], h, atol=1e-5)
+        rows, _ = model.rows(text)
+        flagged = bool(level_ranks(rows, model.thresholds).any())
+        assert rows[0, 3] == pytest.approx(h[2] if flagged else 0.0, abs=1e-5)  # scored only when flagged
 
 
 def _network(arrays: dict[str, np.ndarray]) -> Any:

@@ -167,9 +167,16 @@ class HiddenLayer:
 class RiskModel:
     """Featurizer + weights + thresholds: text in, probabilities out. Stateless after construction.
 
-    ``weights`` has one row per feature: the level columns (3 logits, or a hidden layer's pre-activations), then, with
-    a second level model (``second``), its hidden layer's pre-activations, then the 4 category logits, so one row
-    gather serves every model. Level rows are P(none), P(elevated), P(high), then the second model's P(high)."""
+    ``weights`` has one row per feature: the level columns (3 logits, or a hidden layer's pre-activations), then the
+    4 category logits (none for a model that only judges the level), so one row gather serves both models.
+
+    ``second``, when set, is another level-only model with its own featurizer (``--level_model cascade``, or
+    ``python -m training.safety_cascade``): it can raise a message this model flags to high. Level rows are then
+    P(none), P(elevated), P(high), and the second model's P(high), which is computed only for a message this model
+    flags (0 otherwise: it could not change the verdict)."""
+
+    max_chars: int
+    second: RiskModel | None
 
     def __init__(
         self,
@@ -179,13 +186,15 @@ class RiskModel:
         thresholds: Thresholds,
         max_chars: int = MAX_CHARS,
         hidden: HiddenLayer | None = None,
-        second: HiddenLayer | None = None,
+        second: RiskModel | None = None,
+        categories: bool = True,
     ) -> None:
         if (second is None) != (thresholds.second_high is None):
             raise ValueError("a second level model and the second_high threshold come together")
+        if second is not None and (second.max_chars != max_chars or second.second is not None):
+            raise ValueError("the second level model must read the same text and have no second model itself")
         level_width = len(LEVELS) if hidden is None else hidden.size
-        second_width = 0 if second is None else second.size
-        expected = (featurizer.n_features, level_width + second_width + len(CATEGORIES))
+        expected = (featurizer.n_features, level_width + (len(CATEGORIES) if categories else 0))
         if weights.shape != expected:
             raise ValueError(f"weights have shape {weights.shape}, expected {expected}")
         self.featurizer = featurizer
@@ -201,13 +210,14 @@ class RiskModel:
     def _probabilities(
         self, logits: npt.NDArray[np.float64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Rows of raw outputs (k, width) to level (k, 3, or 4 with a second model) and category (k, 4)
+        """Rows of raw outputs (k, width) to level (k, 3) and category (k, 4; k, 0 for a level-only model)
         probabilities."""
-        level_probs = _softmax(logits[:, : self._level_width], self.hidden)
-        if self.second is not None:
-            second = _softmax(logits[:, self._level_width : -len(CATEGORIES)], self.second)
-            level_probs = np.hstack([level_probs, second[:, 2:3]])
-        return level_probs, 1.0 / (1.0 + np.exp(-logits[:, -len(CATEGORIES) :]))
+        level = logits[:, : self._level_width]
+        if self.hidden is not None:
+            level = np.maximum(level, 0.0) @ self.hidden.w2 + self.hidden.b2
+        level = level - level.max(axis=1, keepdims=True)
+        level_probs = np.exp(level) / np.exp(level).sum(axis=1, keepdims=True)
+        return level_probs, 1.0 / (1.0 + np.exp(-logits[:, self._level_width :]))
 
     def probabilities(self, text: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(P(none), P(elevated), P(high)) and P(category) for the last ``max_chars`` characters of ``text``."""
@@ -263,67 +273,90 @@ class RiskModel:
         if context and len(latest) < self.max_chars:
             window = self.probabilities(join_window(context, latest, self.max_chars))
             level, category = np.vstack([level, window[0]]), np.vstack([category, window[1]])
+        if self.second is not None:  # its P(high) as a fourth column; only a flagged message needs it
+            level = np.hstack([level, np.zeros((level.shape[0], 1))])
+            if level_ranks(level, self.thresholds).any():
+                level[:, 3] = self.second.rows(latest, context)[0][:, 2]
         return level, category
 
     @classmethod
     def from_artefact(cls, data: dict[str, Any]) -> RiskModel:
-        """Build from the artefact's dict: the level model is a fitted scikit-learn logistic regression, or a hidden
-        layer's plain arrays (``{"kind": "mlp", "w1", "b1", "w2", "b2"}``); ``second_level_model``, when present, is
-        a hidden layer's arrays too; the category models supply the rest."""
+        """Build from the artefact's dict.
+
+        ``level_model``: a fitted scikit-learn logistic regression, its plain arrays (``{"kind": "logistic", "coef",
+        "intercept"}``), or a hidden layer's (``{"kind": "mlp", "w1", "b1", "w2", "b2"}``, ``w1`` float16, or int8
+        with a ``w1_scale`` per hidden unit). ``category_models``: four fitted binary logistic regressions, or their
+        plain arrays (``{"coef", "intercept"}``). ``second_level_model``, when present: a hidden layer's arrays with
+        its own ``featurizer``."""
         category_models = data["category_models"]
         if len(category_models) != len(CATEGORIES):
             raise ValueError(f"expected {len(CATEGORIES)} category models, got {len(category_models)}")
-        columns: list[npt.NDArray[np.float64]] = []
-        bias: list[npt.NDArray[np.float64]] = []
-        level_model = data["level_model"]
-        hidden: HiddenLayer | None = None
-        if isinstance(level_model, dict):
-            hidden = _hidden_layer(level_model, columns, bias)
-        else:
-            if [int(c) for c in level_model.classes_] != list(range(len(LEVELS))):  # none, elevated, high
-                raise ValueError(
-                    f"level model classes {list(level_model.classes_)} are not 0, 1, 2 (none/elevated/high)"
-                )
-            columns.append(np.asarray(level_model.coef_, dtype=np.float64).T)
-            bias.append(np.asarray(level_model.intercept_, dtype=np.float64))
-        second_model = data.get("second_level_model")
-        second = None if second_model is None else _hidden_layer(second_model, columns, bias)
+        columns, bias, hidden = _level_columns(data["level_model"])
         for model in category_models:
-            columns.append(np.asarray(model.coef_, dtype=np.float64).reshape(1, -1).T)
-            bias.append(np.asarray(model.intercept_, dtype=np.float64).reshape(1))
+            coef, intercept = _logistic_arrays(model)
+            columns.append(coef.reshape(1, -1).T)
+            bias.append(intercept.reshape(1))
+        max_chars = int(data.get("max_chars", MAX_CHARS))
+        second: RiskModel | None = None
+        if data.get("second_level_model") is not None:
+            arrays = data["second_level_model"]
+            if not isinstance(arrays, dict) or arrays.get("kind") != "mlp" or "featurizer" not in arrays:
+                raise ValueError("second_level_model: expected a hidden layer's arrays with its own featurizer")
+            second_columns, second_bias, second_hidden = _level_columns(arrays)
+            second = cls(
+                Featurizer.from_state(arrays["featurizer"]),
+                np.hstack(second_columns).astype(np.float32),
+                np.concatenate(second_bias).astype(np.float32),
+                Thresholds(1.0, 1.0, ()),  # never decides: the first model's thresholds do
+                max_chars,
+                second_hidden,
+                categories=False,
+            )
         return cls(
             Featurizer.from_state(data["featurizer"]),
             np.hstack(columns).astype(np.float32),
             np.concatenate(bias).astype(np.float32),
             Thresholds.from_dict(data["thresholds"]),
-            int(data.get("max_chars", MAX_CHARS)),
+            max_chars,
             hidden,
             second,
         )
 
 
-def _softmax(outputs: npt.NDArray[np.float64], hidden: HiddenLayer | None) -> npt.NDArray[np.float64]:
-    """Level probabilities (k, 3) from a level model's columns: its logits, or a hidden layer's pre-activations."""
-    if hidden is not None:
-        outputs = np.maximum(outputs, 0.0) @ hidden.w2 + hidden.b2
-    outputs = outputs - outputs.max(axis=1, keepdims=True)
-    exp = np.exp(outputs)
-    return np.asarray(exp / exp.sum(axis=1, keepdims=True), dtype=np.float64)
+def hidden_layer_w1(arrays: dict[str, Any]) -> npt.NDArray[np.float32]:
+    """A hidden layer's first-layer weights (features, hidden) as float32: stored as float16, or as int8 with one
+    scale per hidden unit (``w1_scale``)."""
+    w1 = np.asarray(arrays["w1"])
+    if w1.dtype == np.int8:
+        return np.asarray(w1.astype(np.float32) * np.asarray(arrays["w1_scale"], dtype=np.float32), dtype=np.float32)
+    return w1.astype(np.float32)
 
 
-def _hidden_layer(
-    arrays: dict[str, Any], columns: list[npt.NDArray[np.float64]], bias: list[npt.NDArray[np.float64]]
-) -> HiddenLayer:
-    """A hidden layer from an artefact's arrays (``{"kind": "mlp", "w1", "b1", "w2", "b2"}``): its ``w1`` and ``b1``
-    are appended to ``columns`` and ``bias``; the rest is returned."""
-    if arrays.get("kind") != "mlp":
-        raise ValueError(f"unknown level model kind {arrays.get('kind')!r}")
-    w2 = np.asarray(arrays["w2"], dtype=np.float64)
-    if w2.ndim != 2 or w2.shape[1] != len(LEVELS):
-        raise ValueError(f"hidden layer w2 has shape {w2.shape}, expected (hidden, 3)")
-    columns.append(np.asarray(arrays["w1"], dtype=np.float64))
-    bias.append(np.asarray(arrays["b1"], dtype=np.float64))
-    return HiddenLayer(w2, np.asarray(arrays["b2"], dtype=np.float64))
+def _logistic_arrays(model: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(coef, intercept) of a fitted scikit-learn logistic regression, or of its plain arrays."""
+    if isinstance(model, dict):
+        return np.asarray(model["coef"], dtype=np.float64), np.asarray(model["intercept"], dtype=np.float64)
+    return np.asarray(model.coef_, dtype=np.float64), np.asarray(model.intercept_, dtype=np.float64)
+
+
+def _level_columns(
+    model: Any,
+) -> tuple[list[npt.NDArray[np.float64]], list[npt.NDArray[np.float64]], HiddenLayer | None]:
+    """A level model's weight columns and bias, and its hidden layer's output side when it has one."""
+    if isinstance(model, dict) and model.get("kind") == "mlp":
+        w2 = np.asarray(model["w2"], dtype=np.float64)
+        if w2.ndim != 2 or w2.shape[1] != len(LEVELS):
+            raise ValueError(f"hidden layer w2 has shape {w2.shape}, expected (hidden, 3)")
+        hidden = HiddenLayer(w2, np.asarray(model["b2"], dtype=np.float64))
+        return [hidden_layer_w1(model).astype(np.float64)], [np.asarray(model["b1"], dtype=np.float64)], hidden
+    if isinstance(model, dict) and model.get("kind") != "logistic":
+        raise ValueError(f"unknown level model kind {model.get('kind')!r}")
+    if not isinstance(model, dict) and [int(c) for c in model.classes_] != list(range(len(LEVELS))):
+        raise ValueError(f"level model classes {list(model.classes_)} are not 0, 1, 2 (none/elevated/high)")
+    coef, intercept = _logistic_arrays(model)
+    if coef.shape[0] != len(LEVELS):
+        raise ValueError(f"level model coef has {coef.shape[0]} rows, expected 3 (none/elevated/high)")
+    return [coef.T], [intercept], None
 
 
 class LearnedSafetyScreen:
