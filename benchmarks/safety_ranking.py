@@ -95,7 +95,8 @@ def recall_at_fpr(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.fl
 def scores(models: Sequence[RiskModel], example: Example) -> tuple[float, float]:
     """(P(elevated) + P(high), P(high)), each the highest over the rows the screen decides this item from; with
     several models, of the mean of their level probabilities (the rows are the same: they depend on the text)."""
-    level = np.mean([model.rows(example.text[-2 * model.max_chars :], example.context)[0] for model in models], axis=0)
+    rows = [model.rows(example.text[-2 * model.max_chars :], example.context)[0][:, :3] for model in models]
+    level = np.mean(rows, axis=0)  # a cascade artefact's first model (its second only raises what that flags)
     return float((level[:, 1] + level[:, 2]).max()), float(level[:, 2].max())
 
 
