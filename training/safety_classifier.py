@@ -28,7 +28,9 @@ Procedure:
    ``level_c`` x ``level_class_weight`` x ``ordinary_weight`` (the ordinary-chat items together weigh that many
    times the hard negatives, so thousands of easy messages do not crowd out the hard ones), or with ``--level_model
    mlp`` one hidden layer of ``--hidden`` ReLU units over the same features (training/safety_mlp.py; measured in
-   docs/safety.md, not shipped); one binary logistic regression per category on risky items over ``category_c``.
+   docs/safety.md, not shipped), or with ``--level_model cascade`` both, the hidden layer only raising what the
+   logistic regression flags to high (``python -m training.safety_cascade`` pairs two runs that keep their own
+   features instead); one binary logistic regression per category on risky items over ``category_c``.
 3. Out-of-fold probabilities are turned into verdicts exactly as at runtime (latest message alone and the window,
    the higher wins). The level thresholds minimise a cost over the risky items and the hard negatives that makes a
    missed crisis expensive (per true class: high->none 10, high->elevated 3, elevated->none 3, none->high 4,

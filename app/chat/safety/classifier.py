@@ -8,8 +8,10 @@ The artefact ``model/risk_classifier.joblib`` (built by ``python -m training.saf
 * a model for the level (none / elevated / high): a multinomial logistic regression, or one hidden layer of ReLU
   units over the same features (:class:`HiddenLayer`; ``model/DATA_CARD.md`` says which one ships); and one binary
   logistic regression per category (suicide, self_harm, harm_to_others, abuse), trained on risky messages;
-* optionally a second level model over the same features, a hidden layer (``--level_model cascade``), that only
-  judges high: it can raise a message the first model flags to ``high``, never flag one itself;
+* optionally a second level model, a hidden layer with its own featurizer (``--level_model cascade``, or two
+  artefacts paired by ``python -m training.safety_cascade``), that only judges high: it can raise a message the first
+  model flags to ``high``, never flag one itself, and is scored only for flagged messages (docs/safety.md, thirteenth
+  look and pass; the shipped artefact has none);
 * decision thresholds chosen by cross-validation, biased toward recall on ``high``: the level is ``high`` when
   P(high) >= ``high``, else ``elevated`` when P(elevated) + P(high) >= ``flag``, else ``none``; with a second model, a
   flagged message is also ``high`` when the second model's P(high) >= ``second_high``. The categories are those whose
