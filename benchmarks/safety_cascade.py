@@ -5,13 +5,11 @@ How to run (from the repository root):
     python benchmarks/safety_cascade.py --second /tmp/hidden.joblib          # the shipped artefact flags
     python benchmarks/safety_cascade.py --first /tmp/a.joblib --second /tmp/b.joblib --second_high 0.9
 
-``--level_model cascade`` (``training/safety_classifier.py``) trains both level models over one featurizer and ships
-them as one artefact, which ``safety_bench.py`` measures like any other. This script measures the same rule before
-anyone builds such an artefact, for two artefacts trained apart (each with its own featurizer): per item it takes
-the rows the screen decides from (the latest message, its pieces when long, the window with its context; the same for
-both artefacts, since they depend only on the text), gives each row the second artefact's P(high) as a fourth level
-column, and decides with the first artefact's thresholds plus ``second_high`` (default: the second artefact's own high
-threshold), exactly as the runtime decides for an artefact with a second level model
+``python -m training.safety_cascade`` pairs two trained artefacts into one, with thresholds chosen by
+cross-validation, which ``safety_bench.py`` then measures like any other. This script measures a pair before anyone
+builds it: it gives the first artefact's model the second's as its second level model, in memory, and screens with
+the runtime (:class:`~app.chat.safety.classifier.LearnedSafetyScreen`), at the first artefact's thresholds plus
+``second_high`` (default: the second artefact's own high threshold). The rule is the runtime's
 (``app.chat.safety.classifier.level_ranks``): high when the first's P(high) passes its threshold, or when the first
 flags and the second's P(high) passes ``second_high``. Categories are the first artefact's.
 
@@ -23,22 +21,17 @@ sha256). The final test set is not in the default sets: report it once per shipp
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app.chat.safety import SafetyResult  # noqa: E402
-from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, RiskModel, decide_rows  # noqa: E402
-from app.chat.safety.text import detect_language  # noqa: E402
+from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, RiskModel  # noqa: E402
 from benchmarks.results_file import provenance, write_results  # noqa: E402
-from benchmarks.safety_bench import Example, figures, file_sha256, load_set  # noqa: E402
+from benchmarks.safety_bench import evaluate, file_sha256, load_set  # noqa: E402
 from training.cli import parse_config  # noqa: E402
 
 
@@ -65,26 +58,11 @@ class CascadeConfig:
             raise ValueError("resamples: must be at least 1")
 
 
-def cascade_results(
-    first: RiskModel, second: RiskModel, second_high: float, examples: Sequence[Example]
-) -> tuple[list[SafetyResult], list[SafetyResult]]:
-    """Per example, the cascade's verdict and the first artefact's alone (both from the same rows)."""
+def paired(first: RiskModel, second: RiskModel, second_high: float) -> LearnedSafetyScreen:
+    """A screen of ``first`` with ``second`` as its second level model, as a paired artefact would load."""
     thresholds = replace(first.thresholds, second_high=second_high)
-    cascade, alone = [], []
-    for ex in examples:
-        latest = ex.text[-2 * first.max_chars :]
-        language = detect_language(latest)
-        if not latest.strip():
-            cascade.append(SafetyResult(language=language))
-            alone.append(SafetyResult(language=language))
-            continue
-        level, category = first.rows(latest, ex.context)
-        second_level, _ = second.rows(latest, ex.context)
-        both = np.hstack([level[:, :3], second_level[:, 2:3]])
-        for out, rows, rule in ((cascade, both, thresholds), (alone, level, first.thresholds)):
-            verdict, categories = decide_rows(rows, category, rule)
-            out.append(SafetyResult(level=verdict, categories=categories, language=language))
-    return cascade, alone
+    model = RiskModel(first.featurizer, first.weights, first.bias, thresholds, first.max_chars, first.hidden, second)
+    return LearnedSafetyScreen(model)
 
 
 def _row(report: dict[str, Any]) -> str:
@@ -100,6 +78,7 @@ def main(config: CascadeConfig) -> int:
     if first.second is not None or second.second is not None:
         raise SystemExit("each artefact must have one level model: an artefact with a second one is a cascade already")
     second_high = config.second_high if config.second_high is not None else second.thresholds.high
+    cascade = paired(first, second, second_high)
     results: dict[str, Any] = {
         "first": {"path": str(first_path), "sha256": file_sha256(first_path), **first.thresholds.to_dict()},
         "second": {"path": str(config.second), "sha256": file_sha256(config.second), "second_high": second_high},
@@ -109,10 +88,9 @@ def main(config: CascadeConfig) -> int:
     print("high flagged / as high / elevated flagged / hard-negative FPR, then level cost")
     for name in config.sets:
         examples = load_set(name)
-        cascade, alone = cascade_results(first, second, second_high, examples)
         report = {
-            "cascade": figures(examples, cascade, resamples=config.resamples),
-            "first_alone": figures(examples, alone, resamples=config.resamples),
+            "cascade": evaluate(cascade, examples, resamples=config.resamples),
+            "first_alone": evaluate(LearnedSafetyScreen(first), examples, resamples=config.resamples),
         }
         results["sets"][name] = report
         print(f"{name:<12} first alone  {_row(report['first_alone'])}")

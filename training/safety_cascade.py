@@ -8,9 +8,9 @@ How to run (from the repository root; each training run takes about ten minutes 
     python -m training.safety_cascade --first /tmp/d/rc.joblib --first_oof /tmp/d.npz \\
         --second /tmp/m/rc.joblib --second_oof /tmp/m.npz --out app/chat/safety/model/risk_classifier.joblib
 
-``--level_model cascade`` trains both level models over one featurizer; this tool pairs two models trained apart,
-each keeping its own featurizer (docs/safety.md, the thirteenth look: the shipped logistic regression flags well
-on its 528,000 n-grams, the hidden layer judges high well on its 176,000). Procedure:
+It pairs two models trained apart, each keeping its own featurizer (docs/safety.md, the thirteenth look: the
+shipped logistic regression flags well on its 528,000 n-grams, the hidden layer judges high well on its 176,000).
+Procedure:
 
 1. The first run's documents are rebuilt from its artefact's recorded settings (the corpus must still hash the same),
    and both runs' out-of-fold level probabilities are read: the first's for every item, the second's P(high) for the

@@ -28,9 +28,9 @@ Procedure:
    ``level_c`` x ``level_class_weight`` x ``ordinary_weight`` (the ordinary-chat items together weigh that many
    times the hard negatives, so thousands of easy messages do not crowd out the hard ones), or with ``--level_model
    mlp`` one hidden layer of ``--hidden`` ReLU units over the same features (training/safety_mlp.py; measured in
-   docs/safety.md, not shipped), or with ``--level_model cascade`` both, the hidden layer only raising what the
-   logistic regression flags to high (``python -m training.safety_cascade`` pairs two runs that keep their own
-   features instead); one binary logistic regression per category on risky items over ``category_c``.
+   docs/safety.md, not shipped; ``python -m training.safety_cascade`` pairs such a run with a logistic regression's,
+   the hidden layer only raising what the regression flags to high); one binary logistic regression per category on
+   risky items over ``category_c``.
 3. Out-of-fold probabilities are turned into verdicts exactly as at runtime (latest message alone and the window,
    the higher wins). The level thresholds minimise a cost over the risky items and the hard negatives that makes a
    missed crisis expensive (per true class: high->none 10, high->elevated 3, elevated->none 3, none->high 4,
@@ -93,7 +93,6 @@ from training.safety_data import (
     esconv_left_out,
     esconv_message,
     esconv_negatives,
-    esconv_supporter_turn,
     load_seeds,
     load_slots,
     load_taxonomy,
@@ -132,27 +131,16 @@ class SafetyClassifierConfig:
         default_factory=lambda: [8.0],
         metadata={"help": "level model C grid (default: the shipped artefact's; CV chose 8 among 8, 16, 32)"},
     )
-    level_model: Literal["logistic", "mlp", "cascade"] = field(
+    level_model: Literal["logistic", "mlp"] = field(
         default="logistic",
         metadata={
-            "help": "level model: multinomial logistic regression; one hidden layer over the same features "
-            "(training/safety_mlp.py; --level_c is then not used); or cascade: the logistic regression, and a hidden "
-            "layer that can raise what it flags to high (--second_ordinary_weight, --logistic_supporter)"
+            "help": "level model: multinomial logistic regression, or one hidden layer over the same features "
+            "(training/safety_mlp.py; --level_c is then not used)"
         },
     )
     hidden: int = field(default=64, metadata={"help": "--level_model mlp: hidden units"})
     epochs: int = field(default=2, metadata={"help": "--level_model mlp: passes over the training items"})
     dropout: float = field(default=0.5, metadata={"help": "--level_model mlp: dropout on the hidden units"})
-    second_ordinary_weight: float = field(
-        default=1.0, metadata={"help": "--level_model cascade: the hidden layer's ordinary_weight"}
-    )
-    logistic_supporter: bool = field(
-        default=False,
-        metadata={
-            "help": "--level_model cascade: the logistic regression trains on --esconv_supporter turns too "
-            "(default: only the hidden layer does; they did not help the logistic regression)"
-        },
-    )
     level_class_weight: list[Literal["balanced", "none"]] = field(
         default_factory=lambda: ["balanced"], metadata={"help": "level model class_weight grid"}
     )
@@ -241,8 +229,8 @@ class SafetyClassifierConfig:
             raise ValueError("folds: need at least 2")
         if not self.level_c or not self.category_c or not self.level_class_weight or not self.ordinary_weight:
             raise ValueError("level_c, category_c, level_class_weight, ordinary_weight: give at least one value")
-        if any(w <= 0 for w in [*self.ordinary_weight, self.second_ordinary_weight]):
-            raise ValueError("ordinary_weight, second_ordinary_weight: must be positive")
+        if any(w <= 0 for w in self.ordinary_weight):
+            raise ValueError("ordinary_weight: must be positive")
         if any(c <= 0 for c in [*self.level_c, *self.category_c]):
             raise ValueError("level_c, category_c: must be positive")
         if self.min_df < 1:
@@ -287,14 +275,11 @@ class Docs:
     """Items the cost and the level figures count (not the mixed training-only items)."""
     mixed: npt.NDArray[np.bool_] = field(init=False)
     """Risky messages with ordinary chat around them (:func:`mixed_items`): trained on, reported apart."""
-    supporter: npt.NDArray[np.bool_] = field(init=False)
-    """ESConv supporter turns (``--esconv_supporter``)."""
 
     def __post_init__(self) -> None:
         groups = [it["group"] for it in self.items]
         none = self.y_level == 0
         self.mixed = np.array([it["source"] == "mixed" for it in self.items], dtype=bool)
-        self.supporter = np.array([esconv_supporter_turn(it["id"]) for it in self.items], dtype=bool)
         self.scored = ~self.mixed
         self.conv = np.array([d is not None for d in self.latest], dtype=bool)
         self.hard = none & np.array([g.startswith("neg.") and g not in ORDINARY_GROUPS for g in groups], dtype=bool)
@@ -503,19 +488,6 @@ def _level_model(setting: LevelSetting, config: SafetyClassifierConfig, quiet: b
     return LogisticRegression(C=setting.c, max_iter=config.max_iter, solver="lbfgs")
 
 
-@dataclass
-class Cascade:
-    """``--level_model cascade``: a logistic regression for the level, and a hidden layer over the same features whose
-    P(high) can raise what the first flags to high (the runtime's second level model)."""
-
-    first: Any
-    second: Any  # training.safety_mlp.HiddenLayerClassifier
-
-    def predict_proba(self, x: Matrix) -> npt.NDArray[np.float64]:
-        """(n, 4): the first model's P(none), P(elevated), P(high), then the second's P(high)."""
-        return np.hstack([self.first.predict_proba(x), self.second.predict_proba(x)[:, 2:3]])
-
-
 def fit_level_model(
     docs: Docs,
     rows: npt.NDArray[np.int64],
@@ -524,16 +496,7 @@ def fit_level_model(
     config: SafetyClassifierConfig,
     quiet: bool = True,
 ) -> Any:
-    """The level model of ``setting`` fitted on ``rows`` of ``x``: a logistic regression, a hidden layer, or (with
-    ``--level_model cascade``) a :class:`Cascade` of the two, the hidden layer with ``--second_ordinary_weight`` and
-    the logistic regression without ESConv supporter turns unless ``--logistic_supporter``."""
-    if config.level_model == "cascade":
-        first_rows = rows if config.logistic_supporter else rows[~docs.supporter[rows]]
-        second = LevelSetting(None, setting.class_weight, config.second_ordinary_weight)
-        return Cascade(
-            fit_level_model(docs, first_rows, x, setting, replace(config, level_model="logistic"), quiet),
-            fit_level_model(docs, rows, x, second, replace(config, level_model="mlp"), quiet),
-        )
+    """The level model of ``setting`` (a logistic regression, or a hidden layer) fitted on ``rows`` of ``x``."""
     model = _level_model(setting, config, quiet)
     return model.fit(x[rows], docs.y_level[rows], sample_weight=sample_weights(docs, rows, setting))
 
@@ -574,8 +537,8 @@ class OutOfFold:
     cats_latest: npt.NDArray[np.float64]
 
     @classmethod
-    def empty(cls, n: int, level_width: int = 3) -> OutOfFold:
-        return cls(np.zeros((n, level_width)), np.zeros((n, 4)), np.zeros((n, level_width)), np.zeros((n, 4)))
+    def empty(cls, n: int) -> OutOfFold:
+        return cls(np.zeros((n, 3)), np.zeros((n, 4)), np.zeros((n, 3)), np.zeros((n, 4)))
 
 
 def level_settings(config: SafetyClassifierConfig) -> list[LevelSetting]:
@@ -595,8 +558,7 @@ def cross_validate(
     strata = docs.y_level * 2 + np.array([it["language"] == "zh" for it in docs.items], dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     folds = list(splitter.split(np.zeros(n), strata, groups=docs.groups))
-    width = 4 if config.level_model == "cascade" else 3
-    level_oof = {setting: OutOfFold.empty(n, width) for setting in level_settings(config)}
+    level_oof = {setting: OutOfFold.empty(n) for setting in level_settings(config)}
     cat_oof = {c: np.zeros((n, 4)) for c in config.category_c}
     conv_rows = np.array([i for i in range(n) if docs.latest[i] is not None], dtype=np.int64)
     latest_lexical = lexical_features([docs.latest[i] or "" for i in conv_rows]) if lexical is not None else None
@@ -693,17 +655,13 @@ def cost_rows(docs: Docs) -> npt.NDArray[np.bool_]:
     return ((docs.y_level > 0) & docs.scored) | docs.hard
 
 
-def choose_level_thresholds(
-    docs: Docs, oof: OutOfFold, caps: Caps, second_high: float | None = None
-) -> tuple[Thresholds, float]:
+def choose_level_thresholds(docs: Docs, oof: OutOfFold, caps: Caps) -> tuple[Thresholds, float]:
     """(level thresholds, cost): the lowest cost on the grid among thresholds that keep ``caps`` (the thresholds
-    closest to keeping them when none does). With a second level model (four level columns), its threshold is searched
-    too, over the grid from 0.5 up, unless ``second_high`` fixes it. The category thresholds are left empty."""
+    closest to keeping them when none does). With a second level model (four level columns: a pair made by
+    ``python -m training.safety_cascade``), its threshold is searched too, over the grid from 0.5 up. The category
+    thresholds are left empty."""
     rows = cost_rows(docs)
-    if oof.level.shape[1] == 4:
-        seconds: list[float | None] = [second_high] if second_high is not None else [float(t) for t in GRID if t >= 0.5]
-    else:
-        seconds = [None]
+    seconds: list[float | None] = [float(t) for t in GRID if t >= 0.5] if oof.level.shape[1] == 4 else [None]
     best: tuple[Thresholds, float] | None = None
     fallback = (Thresholds(0.5, 0.5, (), seconds[0]), float("inf"), float("inf"))
     for second in seconds:
@@ -1006,12 +964,11 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         print(f"      category C={c:g}: mean F2 {f2:.4f}")
     _, category_c, cat_thresholds = max(cat_scores, key=lambda s: (round(s[0], 6), -s[1]))
     thresholds = replace(level_thresholds, categories=cat_thresholds)
-    second_high = thresholds.second_high  # the trade-off tables keep the second model's threshold where CV put it
     chosen_oof = level_oof[level_setting]
     operating_points = []
     for cap in OPERATING_CAPS:
         op_caps = replace(caps, hard_negative_fpr=cap)
-        op, op_cost = choose_level_thresholds(docs, chosen_oof, op_caps, second_high)
+        op, op_cost = choose_level_thresholds(docs, chosen_oof, op_caps)
         pred = predicted_levels(docs, chosen_oof, op)
         operating_points.append({"max_hard_negative_fpr": cap, "high": op.high, "flag": op.flag,
                                  "cost": round(op_cost, 4), **level_rates(docs, pred)})  # fmt: skip
@@ -1019,7 +976,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
     if docs.ordinary:
         for cap_high, cap_flagged in WRITTEN_ORDINARY_CAPS:
             op_caps = replace(caps, written_high=cap_high, written_flagged=cap_flagged)
-            op, op_cost = choose_level_thresholds(docs, chosen_oof, op_caps, second_high)
+            op, op_cost = choose_level_thresholds(docs, chosen_oof, op_caps)
             pred = predicted_levels(docs, chosen_oof, op)
             ordinary_points.append({"max_written_high": cap_high, "max_written_flagged": cap_flagged,
                                     "high": op.high, "flag": op.flag, "cost": round(op_cost, 4),
@@ -1150,7 +1107,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
         "format": ARTEFACT_FORMAT,
         "sklearn_version": sklearn.__version__,
         "featurizer": featurizer.to_state(),
-        **_level_models(level_model, featurizer),
+        "level_model": level_model.export() if level_setting.c is None else level_model,
         "category_models": category_models,
         "thresholds": thresholds.to_dict(),
         "max_chars": MAX_CHARS,
@@ -1176,18 +1133,6 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------ data card
-
-
-def _level_models(model: Any, featurizer: Featurizer) -> dict[str, Any]:
-    """The artefact's level model entries: ``level_model`` (a fitted logistic regression, or a hidden layer's arrays)
-    and, for a cascade, ``second_level_model`` (the hidden layer's arrays, with the featurizer: the runtime gives a
-    second level model its own)."""
-    if isinstance(model, Cascade):
-        second = {**model.second.export(), "featurizer": featurizer.to_state()}
-        return {"level_model": model.first, "second_level_model": second}
-    from training.safety_mlp import HiddenLayerClassifier
-
-    return {"level_model": model.export() if isinstance(model, HiddenLayerClassifier) else model}
 
 
 def _cascade_lines(cascade: dict[str, Any] | None) -> list[str]:
@@ -1223,18 +1168,6 @@ def _thresholds_text(thresholds: Thresholds) -> str:
 
 def _level_model_text(chosen: dict[str, Any], config: dict[str, Any]) -> str:
     """The level model as the data card names it."""
-    if config.get("level_model") == "cascade":
-        supporter = (
-            ""
-            if config.get("logistic_supporter") or not config.get("esconv_supporter")
-            else " (trained without the ESConv supporter turns)"
-        )
-        return (
-            f"multinomial logistic regression, C={chosen['level_c']:g}{supporter}, then a second level model that "
-            f"can raise what it flags to high: one hidden layer of {config['hidden']} ReLU units over the same "
-            f"features (training/safety_mlp.py: Adam, {config['epochs']} epochs, dropout {config['dropout']:g}; "
-            f"ordinary-chat items weighing {config['second_ordinary_weight']:g} x the hard negatives)"
-        )
     if chosen["level_c"] is None:
         return (
             f"one hidden layer of {config['hidden']} ReLU units over the features, then softmax "
@@ -1311,8 +1244,7 @@ def data_card(report: dict[str, Any], artefact_sha: str, size: int, out: Path) -
             ""
             if "second_high" not in chosen["thresholds"]
             else f"; a flagged message is also high when the second model's P(high) >= "
-            f"{chosen['thresholds']['second_high']}"
-            + (" (below)" if "cascade" in report else " (the trade-off tables below keep that threshold)")
+            f"{chosen['thresholds']['second_high']} (below)"
         ),
         "- runtime (`LearnedSafetyScreen.screen(text, context)`): the latest message alone, the window of recent"
         " context and the latest message joined (the higher verdict wins), and, for a message over 200 characters,"

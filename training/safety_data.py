@@ -845,15 +845,6 @@ def esconv_message(item_id: str) -> tuple[str, str] | None:
     return match.group("message"), "window" if kind == "w" else "piece" if kind.startswith("p") else "alone"
 
 
-def esconv_supporter_turn(item_id: str) -> bool:
-    """Whether ``item_id`` is an ESConv supporter turn (``esconv.train.en.<dialogue>.s<turn>``; ``--esconv_supporter``
-    adds them)."""
-    return _ESCONV_SUPPORTER_ID.match(item_id) is not None
-
-
-_ESCONV_SUPPORTER_ID = re.compile(r"^esconv\.[a-z]+\.[a-z]+\.\d+\.s\d+$")
-
-
 def _esconv_train_turns(esconv_dir: Path | None, roles: Sequence[str] = ("seeker",)) -> list[list[list[str]]]:
     """Per role of ``roles`` (seeker, supporter), that role's turns of each dialogue of ESConv's train split, from one
     read; SafetyDataError saying how to fix a missing one."""

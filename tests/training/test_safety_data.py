@@ -27,7 +27,6 @@ from training.safety_data import (
     corpus_bytes,
     esconv_message,
     esconv_negatives,
-    esconv_supporter_turn,
     load_seeds,
     load_slots,
     load_taxonomy,
@@ -208,8 +207,6 @@ def test_esconv_supporter_turns_are_extra_negatives_outside_the_ordinary_chat_ca
     items, stats = esconv_negatives(supporter=True)
     supporter = [it for it in items if it["id"].rsplit(".", 1)[1].startswith("s")]
     assert items[: len(seeker)] == seeker and len(supporter) == stats["supporter"] >= 5000, stats
-    assert all(esconv_supporter_turn(it["id"]) for it in supporter)
-    assert not any(esconv_supporter_turn(it["id"]) for it in seeker)
     assert stats["supporter_dropped"] >= 50, stats
     lexical = LexicalSafetyScreen()
     for item in supporter:

@@ -24,7 +24,6 @@ from app.chat.safety.classifier import (
     LearnedSafetyScreen,
     RiskModel,
     SafetyModelError,
-    level_ranks,
 )
 from app.chat.safety.features import MAX_CHARS, piece_starts, prepare
 from app.chat.safety.gate import HIGH_RISK_HOLD_TURNS, screen_conversation
@@ -513,54 +512,6 @@ def test_training_a_hidden_layer_ships_arrays_the_runtime_scores_as_training_did
     whole_and_pieces, _ = model.long_text_probabilities(long_text)
     assert whole_and_pieces.shape[0] == len(rows) > 2
     np.testing.assert_allclose(whole_and_pieces, network.predict_proba(vstack(rows)), atol=1e-5)
-
-
-@pytest.mark.slow
-def test_a_cascade_ships_both_level_models_and_only_its_hidden_layer_learns_from_supporter_turns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """--level_model cascade: the logistic regression flags, the hidden layer over the same features can raise to
-    high; the artefact holds both, the runtime's fourth level column is the hidden layer's P(high) as training
-    computed it, CV chose a threshold for it, and ESConv supporter turns train the hidden layer only."""
-    from training import safety_classifier as sc
-    from training.esconv import default_esconv_dir
-
-    if not (default_esconv_dir() / "train.jsonl").is_file():
-        pytest.skip(f"ESConv not found under {default_esconv_dir()}")
-    fits: list[tuple[str, bool]] = []
-    fit = sc.fit_level_model
-
-    def spy(docs: Any, rows: np.ndarray, x: Any, setting: Any, config: Any, quiet: bool = True) -> Any:
-        fits.append((config.level_model, bool(docs.supporter[rows].any())))
-        return fit(docs, rows, x, setting, config, quiet)
-
-    monkeypatch.setattr(sc, "fit_level_model", spy)
-    out = tmp_path / "rc.joblib"
-    config = sc.SafetyClassifierConfig(
-        out=out, limit=300, folds=3, level_model="cascade", hidden=8, epochs=1, category_c=[4.0],
-        compare_lexical=False, max_iter=500, esconv_supporter=True,
-    )  # fmt: skip
-    report = sc.main(config)
-    assert ("mlp", True) in fits and ("logistic", False) in fits and ("logistic", True) not in fits, fits
-    chosen = report["chosen"]["thresholds"]
-    assert 0.5 <= chosen["second_high"] <= 0.99
-    card = (tmp_path / "DATA_CARD.md").read_text(encoding="utf-8")
-    assert "then a second level model" in card and "trained without the ESConv supporter turns" in card
-    data = joblib.load(out)
-    assert hasattr(data["level_model"], "coef_") and data["second_level_model"]["kind"] == "mlp"
-    model = LearnedSafetyScreen.load(out).model
-    assert model.second is not None and model.second.hidden is not None and model.second.hidden.size == 8
-    assert model.thresholds.second_high == chosen["second_high"]
-    texts = ["i can't stop thinking about ending it", "我不想活了", "see you at lunch"]
-    x = sc.to_matrix(model.featurizer, [prepare(t) for t in texts])
-    first = data["level_model"].predict_proba(x)
-    second = _network(data["second_level_model"]).predict_proba(x)
-    for text, f, h in zip(texts, first, second, strict=True):
-        np.testing.assert_allclose(model.probabilities(text)[0], f, atol=1e-5)
-        np.testing.assert_allclose(model.second.probabilities(text)[0], h, atol=1e-5)
-        rows, _ = model.rows(text)
-        flagged = bool(level_ranks(rows, model.thresholds).any())
-        assert rows[0, 3] == pytest.approx(h[2] if flagged else 0.0, abs=1e-5)  # scored only when flagged
 
 
 def _network(arrays: dict[str, np.ndarray]) -> Any:

@@ -126,7 +126,8 @@ def test_the_verdict_over_rows_is_the_higher_of_each_rows_verdict() -> None:
 
 
 def test_a_second_level_model_raises_what_the_first_flags_to_high_and_never_flags_by_itself() -> None:
-    """--level_model cascade: rows carry the second model's P(high) as a fourth column."""
+    """A paired artefact (python -m training.safety_cascade): rows carry the second model's P(high) as a fourth
+    column."""
     cats = np.array([0.9, 0.1, 0.1, 0.1])
     with_second = Thresholds(high=0.8, flag=0.5, categories=(0.5,) * 4, second_high=0.9)
     flagged_and_second = np.array([0.2, 0.7, 0.1, 0.95])

@@ -8,10 +8,10 @@ The artefact ``model/risk_classifier.joblib`` (built by ``python -m training.saf
 * a model for the level (none / elevated / high): a multinomial logistic regression, or one hidden layer of ReLU
   units over the same features (:class:`HiddenLayer`; ``model/DATA_CARD.md`` says which one ships); and one binary
   logistic regression per category (suicide, self_harm, harm_to_others, abuse), trained on risky messages;
-* optionally a second level model, a hidden layer with its own featurizer (``--level_model cascade``, or two
-  artefacts paired by ``python -m training.safety_cascade``), that only judges high: it can raise a message the first
-  model flags to ``high``, never flag one itself, and is scored only for flagged messages (docs/safety.md, thirteenth
-  look and pass; the shipped artefact has none);
+* optionally a second level model, a hidden layer with its own featurizer (two artefacts paired by ``python -m
+  training.safety_cascade``), that only judges high: it can raise a message the first model flags to ``high``, never
+  flag one itself, and is scored only for flagged messages (docs/safety.md, thirteenth look and pass; the shipped
+  artefact has none);
 * decision thresholds chosen by cross-validation, biased toward recall on ``high``: the level is ``high`` when
   P(high) >= ``high``, else ``elevated`` when P(elevated) + P(high) >= ``flag``, else ``none``; with a second model, a
   flagged message is also ``high`` when the second model's P(high) >= ``second_high``. The categories are those whose
@@ -172,8 +172,8 @@ class RiskModel:
     ``weights`` has one row per feature: the level columns (3 logits, or a hidden layer's pre-activations), then the
     4 category logits (none for a model that only judges the level), so one row gather serves both models.
 
-    ``second``, when set, is another level-only model with its own featurizer (``--level_model cascade``, or
-    ``python -m training.safety_cascade``): it can raise a message this model flags to high. Level rows are then
+    ``second``, when set, is another level model with its own featurizer (``python -m training.safety_cascade``): it
+    can raise a message this model flags to high. Level rows are then
     P(none), P(elevated), P(high), and the second model's P(high), which is computed only for a message this model
     flags (0 otherwise: it could not change the verdict)."""
 
