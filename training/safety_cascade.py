@@ -70,6 +70,8 @@ class CascadeConfig:
 def _load(path: Path) -> dict[str, Any]:
     import joblib
 
+    if not path.is_file():
+        raise SystemExit(f"{path}: artefact not found")
     data = joblib.load(path)
     if not isinstance(data, dict) or data.get("format") != ARTEFACT_FORMAT:
         raise SystemExit(f"{path}: not a risk classifier artefact of format {ARTEFACT_FORMAT!r}")
@@ -86,6 +88,8 @@ def _run_config(metadata: dict[str, Any]) -> SafetyClassifierConfig:
 
 def _oof(path: Path) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(ids, level, level_latest) of a one-setting --oof_out file."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: out-of-fold file not found (train with --oof_out {path})")
     data = np.load(path)
     if data["level"].shape[0] != 1:
         raise SystemExit(f"{path}: the run cross-validated {data['level'].shape[0]} level settings; pair one")

@@ -81,3 +81,5 @@ def test_out_of_fold_files_of_other_items_are_refused_with_the_file_named(runs: 
     with pytest.raises(SystemExit, match=r"other\.npz: its items differ"):
         cli(args)
     assert not (runs["root"] / "x" / "rc.joblib").exists()
+    with pytest.raises(SystemExit, match=r"missing\.npz: out-of-fold file not found"):
+        cli([*args[:2], "--first_oof", str(runs["root"] / "missing.npz"), *args[4:]])
