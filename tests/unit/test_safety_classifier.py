@@ -19,12 +19,7 @@ import pytest
 from scipy.sparse import csr_matrix, vstack
 
 from app.chat.safety import RiskLevel, SafetyScreen
-from app.chat.safety.classifier import (
-    DEFAULT_MODEL_PATH,
-    LearnedSafetyScreen,
-    RiskModel,
-    SafetyModelError,
-)
+from app.chat.safety.classifier import DEFAULT_MODEL_PATH, LearnedSafetyScreen, RiskModel, SafetyModelError
 from app.chat.safety.features import MAX_CHARS, piece_starts, prepare
 from app.chat.safety.gate import HIGH_RISK_HOLD_TURNS, screen_conversation
 from app.core.messages import Message
@@ -54,8 +49,7 @@ def test_artefact_loads_is_small_and_documented(screen: LearnedSafetyScreen) -> 
 
 
 def test_runtime_scores_match_scikit_learn(screen: LearnedSafetyScreen) -> None:
-    """The numpy dot product the runtime does equals scikit-learn's predict_proba on the same features (or, for
-    weights stored as plain arrays, the same model written out)."""
+    """The numpy dot product the runtime does equals scikit-learn's predict_proba on the same features."""
     from scipy.sparse import csr_matrix
 
     data = joblib.load(DEFAULT_MODEL_PATH)
@@ -66,33 +60,11 @@ def test_runtime_scores_match_scikit_learn(screen: LearnedSafetyScreen) -> None:
             (values.astype(np.float64), indices, [0, indices.size]), shape=(1, model.featurizer.n_features)
         )
         level, cats = model.probabilities(text)
-        np.testing.assert_allclose(level, _trained(data["level_model"]).predict_proba(row)[0], atol=1e-4)
-        expected = [_trained(m).predict_proba(row)[0, 1] for m in data["category_models"]]
+        level_model = data["level_model"]
+        trained = _network(level_model) if isinstance(level_model, dict) else level_model  # a hidden layer's arrays
+        np.testing.assert_allclose(level, trained.predict_proba(row)[0], atol=1e-4)
+        expected = [m.predict_proba(row)[0, 1] for m in data["category_models"]]
         np.testing.assert_allclose(cats, expected, atol=1e-4)
-
-
-class _Logistic:
-    """A logistic regression from its plain arrays (float16 in a paired artefact), as scikit-learn would score it."""
-
-    def __init__(self, arrays: dict[str, Any]) -> None:
-        self.coef = np.atleast_2d(np.asarray(arrays["coef"], dtype=np.float64))
-        self.intercept = np.atleast_1d(np.asarray(arrays["intercept"], dtype=np.float64))
-
-    def predict_proba(self, x: csr_matrix) -> np.ndarray:
-        logits = np.asarray(x @ self.coef.T) + self.intercept
-        if logits.shape[1] == 1:  # binary: P(0), P(1)
-            p = 1 / (1 + np.exp(-logits))
-            return np.hstack([1 - p, p])
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return np.asarray(exp / exp.sum(axis=1, keepdims=True))
-
-
-def _trained(model: Any) -> Any:
-    """Something with scikit-learn's predict_proba for an artefact's model: itself, a hidden layer's network, or a
-    logistic regression's plain arrays."""
-    if not isinstance(model, dict):
-        return model
-    return _network(model) if model.get("kind") == "mlp" else _Logistic(model)
 
 
 def test_missing_and_incompatible_artefacts_fail_naming_the_file(tmp_path: Path) -> None:
