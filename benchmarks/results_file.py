@@ -56,10 +56,12 @@ def provenance() -> dict[str, Any]:
 
 
 def write_results(name: str, started: dict[str, Any], results: dict[str, Any]) -> Path:
-    """Write ``results`` with the ``started`` provenance (and the load average now) to ``results/<name>.json``."""
-    RESULTS.mkdir(exist_ok=True)
+    """Write ``results`` with the ``started`` provenance (and the load average now) to ``results/<name>.json`` (an
+    absolute ``name`` is written where it says)."""
     path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     body = {**started, "load_average_after": list(os.getloadavg()), "results": results}
     path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {path.relative_to(RESULTS.parent.parent)}")
+    root = RESULTS.parent.parent
+    print(f"wrote {path.relative_to(root) if path.is_relative_to(root) else path}")  # NAME may be a path elsewhere
     return path

@@ -51,3 +51,15 @@ def test_only_code_changes_make_a_run_dirty_not_the_results_files_it_writes(
     assert results_file.provenance()["git_dirty"] is False
     (tmp_path / "app.py").write_text("x = 2\n")
     assert results_file.provenance()["git_dirty"] is True
+
+
+def test_a_results_name_that_is_a_path_elsewhere_is_written_there_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # exploring a candidate: `--out /tmp/x/ranking` writes outside the repository, and says where
+    monkeypatch.setattr(results_file, "RESULTS", tmp_path / "repo" / "benchmarks" / "results")
+    elsewhere = tmp_path / "scratch" / "ranking"
+    path = results_file.write_results(str(elsewhere), results_file.provenance(), {"value": 2})
+    assert path == elsewhere.with_suffix(".json")
+    assert json.loads(path.read_text())["results"] == {"value": 2}
+    assert capsys.readouterr().out.strip() == f"wrote {path}"
