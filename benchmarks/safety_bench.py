@@ -7,8 +7,9 @@ How to run (from the repository root):
     python -m training.safety_data build --out /tmp/corpus.jsonl    # the corpus is built from the seeds
     python benchmarks/safety_bench.py --sets /tmp/corpus.jsonl --out /tmp/safety.json
 
-Sets: a name means ``benchmarks/safety/<name>.jsonl`` (``dev``, ``dev2`` and ``test`` are written separately, before
-training, and never used to tune; ``dev2`` is contrast pairs, see ``safety/DEV2_README.md``; ``regression`` is the old
+Sets: a name means ``benchmarks/safety/<name>.jsonl`` (``dev``, ``dev2``, ``dev3`` and ``test`` are written
+separately, before training, and never used to tune; ``dev2`` is contrast pairs, see ``safety/DEV2_README.md``;
+``dev3`` is the test set's recipe by new authors, see ``safety/DEV3_README.md``; ``regression`` is the old
 hand-written set kept to guard behaviour); anything ending in ``.jsonl`` is read as a path. A set that does not exist
 is reported as missing and skipped. Each line is either the current format
 ``{"text", "context": [...], "level", "categories", "language", "group", ...}`` or the regression set's older one
@@ -62,7 +63,7 @@ from training.safety_classifier import LEVEL_INDEX, level_cost  # noqa: E402
 
 SETS_DIR = Path(__file__).resolve().parent / "safety"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "safety.json"
-HELD_OUT = ("dev", "dev2", "test")
+HELD_OUT = ("dev", "dev2", "dev3", "test")
 TARGETS: dict[str, tuple[str, float]] = {
     "high_flagged": (">=", 0.97),
     "high_as_high": (">=", 0.90),
@@ -95,7 +96,7 @@ class BenchConfig:
     """Command-line options."""
 
     sets: list[str] = field(
-        default_factory=lambda: ["dev", "dev2", "test", "regression"],
+        default_factory=lambda: ["dev", "dev2", "dev3", "test", "regression"],
         metadata={"help": "set names (benchmarks/safety/NAME.jsonl) or paths to .jsonl files"},
     )
     screen: Literal["learned", "lexical"] = field(default="learned", metadata={"help": "which screen to measure"})

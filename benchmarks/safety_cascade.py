@@ -45,7 +45,7 @@ class CascadeConfig:
         default=None, metadata={"help": "the second's P(high) threshold (default: its own high threshold)"}
     )
     sets: list[str] = field(
-        default_factory=lambda: ["dev", "dev2", "regression"],
+        default_factory=lambda: ["dev", "dev2", "dev3", "regression"],
         metadata={"help": "set names (benchmarks/safety/NAME.jsonl) or paths to .jsonl files"},
     )
     resamples: int = field(default=1000, metadata={"help": "bootstrap resamples per figure"})

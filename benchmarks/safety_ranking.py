@@ -58,7 +58,7 @@ class RankingConfig:
     )
     names: list[str] | None = field(default=None, metadata={"help": "a label per model (default: the file stem)"})
     sets: list[str] = field(
-        default_factory=lambda: ["dev", "dev2", "regression"],
+        default_factory=lambda: ["dev", "dev2", "dev3", "regression"],
         metadata={"help": "set names (benchmarks/safety/NAME.jsonl) or paths to .jsonl files"},
     )
     out: str = field(default="safety_ranking", metadata={"help": "results name (benchmarks/results/NAME.json)"})

@@ -466,6 +466,27 @@ def test_dev2_is_held_out_contrast_pairs() -> None:
         _bench().BenchConfig(errors="dev2")
 
 
+def test_dev3_is_held_out_and_shares_no_text_with_the_other_sets() -> None:
+    """dev3 (benchmarks/safety/DEV3_README.md): the test set's recipe by new authors, both languages, every level and
+    category, context items among them; no text of it is in another set; the benchmark runs it by default and refuses
+    to list its errors."""
+    bench = _bench()
+    examples = bench.load_set("dev3")
+    assert len(examples) >= 600
+    for lang in ("en", "zh"):
+        mine = [ex for ex in examples if ex.language == lang]
+        assert {ex.level for ex in mine} == set(RiskLevel)
+        assert {c for ex in mine for c in ex.categories} == {"suicide", "self_harm", "harm_to_others", "abuse"}
+        assert sum(bool(ex.context) for ex in mine) >= 20
+    texts = {ex.text for ex in examples}
+    assert len(texts) == len(examples)
+    for other in ("dev", "dev2", "test", "regression"):
+        assert not texts & {ex.text for ex in bench.load_set(other)}, other
+    assert "dev3" in bench.BenchConfig().sets
+    with pytest.raises(ValueError, match="held out"):
+        bench.BenchConfig(errors="dev3")
+
+
 def test_level_cost_weighs_a_missed_high_most() -> None:
     """The benchmark's one-number comparison: 0 when every level is right; a missed high costs 10, a high judged
     elevated 3, a none judged high 4 (rates within each true level, so the weights are comparable across sets)."""
