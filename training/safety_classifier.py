@@ -955,7 +955,7 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
     for setting, oof in level_oof.items():
         level_thresholds, cost = choose_level_thresholds(docs, oof, caps)
         scored.append((cost, setting, level_thresholds))
-        print(f"      level {setting}: cost {cost:.4f} at {_thresholds_text(level_thresholds)}")
+        print(f"      level {setting}: cost {cost:.4f} at high>={level_thresholds.high} flag>={level_thresholds.flag}")
     cost, level_setting, level_thresholds = min(scored, key=lambda s: (round(s[0], 6), s[1]))
     cat_scores = []
     for c, probs in cat_oof.items():
@@ -1077,7 +1077,6 @@ def _main(config: SafetyClassifierConfig) -> dict[str, Any]:
                 "cost": round(s, 4),
                 "high": th.high,
                 "flag": th.flag,
-                **({} if th.second_high is None else {"second_high": th.second_high}),
             }
             for s, st, th in scored
         ],
@@ -1159,11 +1158,6 @@ def _cascade_lines(cascade: dict[str, Any] | None) -> list[str]:
         f" the cascade {row(cv)}; the level model alone at the same thresholds {row(alone)}. The figures and tables"
         " below are the level model's alone, from its own run",
     ]
-
-
-def _thresholds_text(thresholds: Thresholds) -> str:
-    second = "" if thresholds.second_high is None else f" second_high>={thresholds.second_high}"
-    return f"high>={thresholds.high} flag>={thresholds.flag}{second}"
 
 
 def _level_model_text(chosen: dict[str, Any], config: dict[str, Any]) -> str:
