@@ -57,8 +57,8 @@ def provenance() -> dict[str, Any]:
 
 def write_results(name: str, started: dict[str, Any], results: dict[str, Any]) -> Path:
     """Write ``results`` with the ``started`` provenance (and the load average now) to ``results/<name>.json`` (an
-    absolute ``name`` is written where it says)."""
-    path = RESULTS / f"{name}.json"
+    absolute ``name`` is written where it says; a ``.json`` suffix is not doubled)."""
+    path = RESULTS / (name if name.endswith(".json") else f"{name}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {**started, "load_average_after": list(os.getloadavg()), "results": results}
     path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -63,3 +63,14 @@ def test_a_results_name_that_is_a_path_elsewhere_is_written_there_and_named(
     assert path == elsewhere.with_suffix(".json")
     assert json.loads(path.read_text())["results"] == {"value": 2}
     assert capsys.readouterr().out.strip() == f"wrote {path}"
+
+
+def test_a_results_name_given_with_its_json_suffix_is_not_doubled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results_file, "RESULTS", tmp_path / "results")
+    path = results_file.write_results(str(tmp_path / "scratch" / "api.json"), results_file.provenance(), {})
+    assert path == tmp_path / "scratch" / "api.json" and path.is_file()
+    assert (
+        results_file.write_results("probe.json", results_file.provenance(), {}) == tmp_path / "results" / "probe.json"
+    )
