@@ -47,7 +47,7 @@ from app.chat.safety import RiskLevel, SafetyResult, SafetyScreen  # noqa: E402
 from app.chat.safety.gate import screen_conversation  # noqa: E402
 from app.core.messages import Message  # noqa: E402
 from benchmarks.results_file import provenance, write_results  # noqa: E402
-from benchmarks.safety_bench import Example, figures, file_sha256, load_set, print_set, set_path, target_rows  # noqa: E402
+from benchmarks.safety_bench import Example, figures, file_sha256, print_set, read_sets, target_rows  # noqa: E402
 from training.cli import parse_config  # noqa: E402
 
 DEFAULT_SERVER = ["--model-repo", str(ROOT / "model_repo"), "--model", "sweetiechat"]
@@ -183,13 +183,7 @@ def measure(config: ApiBenchConfig, base_url: str) -> dict[str, Any]:
     sets: dict[str, Any] = {}
     all_targets: list[dict[str, Any]] = []
     failed = 0
-    for name in config.sets:
-        path = set_path(name)
-        if not path.is_file():
-            print(f"\n== {name}: {path} not found, skipped")
-            sets[name] = {"file": str(path), "missing": True}
-            continue
-        examples = load_set(path)
+    for name, path, examples in read_sets(config.sets, sets):
         started = time.perf_counter()
         verdicts, errors = asyncio.run(screen_via_api(config, base_url, model, examples, name))
         wall = time.perf_counter() - started

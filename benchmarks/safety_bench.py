@@ -166,6 +166,19 @@ def load_set(name_or_path: str | Path) -> list[Example]:
     return examples
 
 
+def read_sets(names: Sequence[str], report: dict[str, Any]) -> list[tuple[str, Path, list[Example]]]:
+    """The named sets that exist, read; a missing one is printed, recorded in ``report[name]`` and skipped."""
+    found = []
+    for name in names:
+        path = set_path(name)
+        if not path.is_file():
+            print(f"\n== {name}: {path} not found, skipped")
+            report[name] = {"file": str(path), "missing": True}
+            continue
+        found.append((name, path, load_set(path)))
+    return found
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -407,13 +420,7 @@ def main(config: BenchConfig) -> int:
     all_targets: list[dict[str, Any]] = []
     latency_calls: dict[str, list[tuple[str, Sequence[str]]]] = {}
     pooled: list[Example] = []
-    for name in config.sets:
-        path = set_path(name)
-        if not path.is_file():
-            print(f"\n== {name}: {path} not found, skipped")
-            sets[name] = {"file": str(path), "missing": True}
-            continue
-        examples = load_set(path)
+    for name, path, examples in read_sets(config.sets, sets):
         report = evaluate(screen, examples, resamples=config.resamples, seed=config.seed)
         targets = target_rows(name, report)
         print_set(name, report, targets)
