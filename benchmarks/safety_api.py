@@ -18,6 +18,11 @@ with a table of (in-process, API) level pairs. Agreement on every item means the
 nothing: the in-process figures of ``safety_bench.py`` are the API's. No item text is printed or written, so the
 held-out sets can be run too (the final test set only once per shipped version, as with ``safety_bench.py``).
 
+With ``--session true`` each item is a new session instead (``X-Session-Id``): its context is sent as earlier turns,
+one message each, and the verdict is the last turn's, so the session's own rules apply (a high-risk turn is left out
+of the context later turns are screened with, and holds the session at elevated or above for 3 turns). The
+in-process side then replays the same turns through the gate's function. Each session is deleted afterwards.
+
 Without ``--base_url`` the script starts the server itself (``python -m app`` on a free port, the embedded default
 model, the learned screen; ``--server_args`` adds flags) and stops it at the end. Results go to
 ``benchmarks/results/<--out>.json`` with git SHA, date, machine and load.
@@ -31,9 +36,10 @@ import shlex
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python benchmarks/safety_api.py` without installing the package
     sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 from openai.types.chat import ChatCompletionUserMessageParam  # noqa: E402
 
 from app.chat.safety import RiskLevel, SafetyResult, SafetyScreen  # noqa: E402
@@ -72,6 +79,10 @@ class ApiBenchConfig:
     )
     concurrency: int = field(default=4, metadata={"help": "requests in flight at once"})
     stream: bool = field(default=False, metadata={"help": "read the verdict from the first SSE chunk instead"})
+    session: bool = field(
+        default=False,
+        metadata={"help": "send each item as a new session: its context as earlier turns, its text as the last"},
+    )
     compare: bool = field(default=True, metadata={"help": "also screen in-process and report agreement"})
     resamples: int = field(default=1000, metadata={"help": "bootstrap resamples per figure"})
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
@@ -106,6 +117,23 @@ def in_process(screen: SafetyScreen, example: Example) -> SafetyResult:
     return result
 
 
+def in_process_session(screen: SafetyScreen, example: Example) -> SafetyResult:
+    """The verdict the gate reaches on the item's last turn when its context came as earlier turns of one session:
+    each turn screened against the stored ones, a flagged user message stored with its verdict, the high-risk hold
+    carried from turn to turn (what ``Turn.commit`` stores)."""
+    stored: list[Message] = []
+    hold = 0
+    result: SafetyResult | None = None
+    for text in (*example.context, example.text):
+        new = Message("user", text)
+        result, hold = screen_conversation(screen, stored, [new], hold)
+        flagged = result is not None and result.flagged
+        stored += [replace(new, safety=result.to_dict()) if result and flagged else new, Message("assistant", "")]
+    if result is None:
+        raise ValueError("an item with no text")
+    return result
+
+
 def agreement(local: Sequence[SafetyResult], api: Sequence[SafetyResult]) -> dict[str, Any]:
     """How many verdicts agree (level; level and categories) and the (in-process, API) level pairs that differ."""
     pairs = list(zip(local, api, strict=True))
@@ -123,7 +151,8 @@ def agreement(local: Sequence[SafetyResult], api: Sequence[SafetyResult]) -> dic
 async def screen_via_api(
     config: ApiBenchConfig, base_url: str, model: str, examples: Sequence[Example], label: str
 ) -> tuple[list[SafetyResult | None], list[str]]:
-    """One stateless request per item; the verdicts in item order (None where the request failed) and the errors."""
+    """Each item through the API (one stateless request, or one session); the verdicts in item order (None where a
+    request failed) and the errors."""
     from openai import AsyncOpenAI, OpenAIError
     from tqdm import tqdm
 
@@ -133,21 +162,31 @@ async def screen_via_api(
     errors: list[str] = []
     bar = tqdm(total=len(examples), desc=label, unit="req", file=sys.stderr)
 
+    async def ask(messages: list[ChatCompletionUserMessageParam], headers: dict[str, str] | None) -> Any:
+        """One request; its ``safety`` extension (from the first chunk that carries it, when streaming)."""
+        if config.stream:
+            stream = await client.chat.completions.create(
+                model=model, messages=messages, max_tokens=1, temperature=0, stream=True, extra_headers=headers
+            )
+            safety = None
+            async for chunk in stream:
+                safety = safety or (chunk.model_extra or {}).get("safety")
+            return safety
+        reply = await client.chat.completions.create(
+            model=model, messages=messages, max_tokens=1, temperature=0, extra_headers=headers
+        )
+        return (reply.model_extra or {}).get("safety")
+
     async def one(index: int, example: Example) -> None:
         async with gate:
             try:
-                if config.stream:
-                    stream = await client.chat.completions.create(
-                        model=model, messages=request_messages(example), max_tokens=1, temperature=0, stream=True
-                    )
-                    safety = None
-                    async for chunk in stream:
-                        safety = safety or (chunk.model_extra or {}).get("safety")
+                if config.session:  # a new session per item; the last turn's verdict is the item's
+                    session = {"X-Session-Id": f"safety-bench-{uuid.uuid4().hex}"}
+                    for message in request_messages(example):
+                        safety = await ask([message], session)
+                    await client.delete(f"/sessions/{session['X-Session-Id']}", cast_to=httpx.Response)
                 else:
-                    reply = await client.chat.completions.create(
-                        model=model, messages=request_messages(example), max_tokens=1, temperature=0
-                    )
-                    safety = (reply.model_extra or {}).get("safety")
+                    safety = await ask(request_messages(example), None)
                 verdicts[index] = verdict_of(safety)
             except (OpenAIError, ValueError) as exc:  # the item number and the error, never the text
                 errors.append(f"item {index}: {type(exc).__name__}: {str(exc)[:200]}")
@@ -204,7 +243,8 @@ def measure(config: ApiBenchConfig, base_url: str) -> dict[str, Any]:
             **report,
         }
         if screen is not None:
-            entry["agreement"] = agreement([in_process(screen, ex) for ex in kept], got)
+            local = in_process_session if config.session else in_process
+            entry["agreement"] = agreement([local(screen, ex) for ex in kept], got)
             a = entry["agreement"]
             same = f"level {a['same_level']}/{a['n']}, level and categories {a['same_level_and_categories']}/{a['n']}"
             print(f"  agreement with the in-process screen: {same}; differing {a['level_differs']}")
@@ -220,6 +260,7 @@ def measure(config: ApiBenchConfig, base_url: str) -> dict[str, Any]:
         "base_url": base_url,
         "model": model,
         "stream": config.stream,
+        "session": config.session,
         "concurrency": config.concurrency,
         "artefact_sha256_in_process": artefact,
         "resamples": config.resamples,

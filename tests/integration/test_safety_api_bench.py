@@ -29,7 +29,17 @@ ITEMS = [
         "en",
         "context.preparatory",
     ),
+    (
+        "anyway how long do I boil rice",
+        ["I'm going to kill myself tonight, the rope is already tied"],
+        "elevated",
+        ["suicide"],
+        "en",
+        "context.hold",
+    ),
 ]
+HOLD = ITEMS[-1]
+"""Stateless, its context makes it high; in a session the high turn is left out of the context and holds it elevated."""
 
 
 def _script() -> ModuleType:
@@ -54,14 +64,19 @@ def items_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("stream", "session"), [(False, False), (True, False), (False, True), (True, True)])
 def test_every_verdict_through_the_api_is_the_gates_own(
-    tiny_server: ServerProcess, items_file: Path, tmp_path: Path, stream: bool
+    tiny_server: ServerProcess, items_file: Path, tmp_path: Path, stream: bool, session: bool
 ) -> None:
     api = _script()
     out = tmp_path / "api.json"
     config = api.ApiBenchConfig(
-        sets=[str(items_file)], base_url=tiny_server.base_url, stream=stream, resamples=20, out=str(out)
+        sets=[str(items_file)],
+        base_url=tiny_server.base_url,
+        stream=stream,
+        session=session,
+        resamples=20,
+        out=str(out),
     )
     assert api.main(config) == 0
     written = json.loads(out.read_text(encoding="utf-8"))
@@ -95,6 +110,18 @@ def test_a_failing_request_is_reported_by_number_and_the_run_exits_1(
     printed = capsys.readouterr().out
     assert f"{len(ITEMS)} failed" in printed
     assert not any(item[0] in printed for item in ITEMS)
+
+
+def test_a_session_replay_holds_a_high_turn_and_screens_later_turns_without_it() -> None:
+    from app.chat.safety.classifier import LearnedSafetyScreen
+
+    api, screen = _script(), LearnedSafetyScreen.load()
+    text, context = HOLD[0], HOLD[1]
+    item = api.Example(text, tuple(context), "en", RiskLevel.ELEVATED, ("suicide",), "context.hold")
+    assert screen.screen(context[0]).level is RiskLevel.HIGH and screen.screen(text).level is RiskLevel.NONE
+    assert api.in_process(screen, item).level is RiskLevel.HIGH  # stateless: the high message is context
+    held = api.in_process_session(screen, item)
+    assert held.level is RiskLevel.ELEVATED and held.categories == ("suicide",)
 
 
 def test_agreement_counts_the_level_pairs_that_differ() -> None:
