@@ -40,11 +40,17 @@ def screen_conversation(
     text = "\n".join(m.content for m in new if m.role == "user" and m.content)
     if not text:
         return None, hold
-    # A message already judged high is left out of the context: it was answered with the vetted message, and the
-    # hold below keeps the resources up, so it must not make every calmer message after it high again (and replace
-    # each reply with the same vetted text).
-    context = [m.content for m in earlier if m.role == "user" and m.content and not _was_high(m)][-CONTEXT_MESSAGES:]
-    result = screen.screen(text, context)
+    said = [m for m in earlier if m.role == "user" and m.content]
+    recent = said[-CONTEXT_MESSAGES:]
+    if any(_was_high(m) for m in recent):
+        # A calmer message after a high one is judged without it: that message was answered with the vetted text,
+        # and the hold below keeps the resources up, so it must not make every calmer message after it high again
+        # (each reply replaced with the same vetted text). A message that is flagged even so goes on with the
+        # risk, and is judged with everything said, the high message included.
+        calm = screen.screen(text, [m.content for m in said if not _was_high(m)][-CONTEXT_MESSAGES:])
+        result = screen.screen(text, [m.content for m in recent]) if calm.flagged else calm
+    else:
+        result = screen.screen(text, [m.content for m in recent])
     if result.level is RiskLevel.HIGH:
         return result, HIGH_RISK_HOLD_TURNS
     if hold > 0 and result.level is RiskLevel.NONE:
