@@ -142,3 +142,17 @@ def test_agreement_counts_the_level_pairs_that_differ() -> None:
 def test_a_response_without_a_valid_safety_extension_is_an_error(bad: object) -> None:
     with pytest.raises(ValueError, match="safety"):
         _script().verdict_of(bad)
+
+
+def test_the_regression_set_through_the_api_is_judged_as_in_process_item_by_item(
+    tiny_server: ServerProcess, tmp_path: Path
+) -> None:
+    """CI's regression floors are asserted in-process (tests/unit/test_safety.py); this holds the API path to the same
+    verdicts, so nothing between the wire and the screen (message parsing, the window, the gate) can drift from it."""
+    api = _script()
+    out = tmp_path / "regression.json"
+    config = api.ApiBenchConfig(sets=["regression"], base_url=tiny_server.base_url, resamples=20, out=str(out))
+    assert api.main(config) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))["results"]["sets"]["regression"]
+    assert report["requests"] == 392 and report["failed"] == 0
+    assert report["agreement"]["same_level_and_categories"] == 392, report["agreement"]
