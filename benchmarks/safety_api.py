@@ -127,8 +127,8 @@ def in_process_session(screen: SafetyScreen, example: Example) -> SafetyResult:
     for text in (*example.context, example.text):
         new = Message("user", text)
         result, hold = screen_conversation(screen, stored, [new], hold)
-        flagged = result is not None and result.flagged
-        stored += [replace(new, safety=result.to_dict()) if result and flagged else new, Message("assistant", "")]
+        verdict = result.to_dict() if result is not None and result.flagged else None
+        stored += [replace(new, safety=verdict), Message("assistant", "")]
     if result is None:
         raise ValueError("an item with no text")
     return result
